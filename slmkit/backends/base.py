@@ -1,0 +1,84 @@
+"""The seam every engine rests on: a `Runner` turns token ids of many sequences into logits.
+
+A runner owns the KV cache and nothing else: no text, no sampling policy, no HTTP. The
+`Generator` drives one sequence through it, beam search several sequences sharing a copied
+prefix, and the batching engine many independent sequences in one `forward` per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@dataclass
+class Chunk:
+    """Part of one sequence to run this step."""
+
+    seq_id: int
+    token_ids: Sequence[int]  # a prompt chunk, or the one new token when decoding
+    start_pos: int  # position of token_ids[0] in the sequence
+    want_logits: bool = True  # logits for the last token of the chunk only
+
+
+@runtime_checkable
+class Runner(Protocol):
+    vocab_size: int
+    max_sequences: int  # seq ids are 0 .. max_sequences-1
+    context_length: int  # KV cells shared by all sequences
+    max_batch_tokens: int  # most tokens one `forward` call takes
+
+    def forward(self, chunks: list[Chunk]) -> np.ndarray:
+        """Run the chunks; return ``[n_wanted, vocab]`` float32 logits in chunk order.
+
+        The array may be a view into the runner's memory: it is valid until the next call.
+        """
+        ...
+
+    def truncate(self, seq_id: int, length: int) -> None:
+        """Rewind: forget the KV of positions ``>= length`` of the sequence."""
+        ...
+
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Make positions ``[0, length)`` of ``dst`` share ``src``'s KV (prefix caching, beams)."""
+        ...
+
+    def free(self, seq_id: int) -> None:
+        """Drop every KV cell of the sequence."""
+        ...
+
+    def used_cells(self) -> int:
+        """KV cells in use across all sequences."""
+        ...
+
+
+@dataclass
+class SpecialTokens:
+    bos: int | None = None
+    eos: int | None = None
+    eot: int | None = None
+    end_of_generation: frozenset[int] = field(default_factory=frozenset)  # any of them ends a turn
+    add_bos: bool = False  # whether the model expects BOS at the start of a prompt
+
+
+class Tokenizer(Protocol):
+    """Text <-> token ids. Pieces are bytes so a detokenizer can join split UTF-8 correctly."""
+
+    vocab_size: int
+    special: SpecialTokens
+
+    def encode(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        ...
+
+    def decode(self, token_ids: Sequence[int], *, skip_special: bool = True) -> str:
+        ...
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token contributes to generated text (empty for control tokens)."""
+        ...
+
+    def token_text(self, token_id: int) -> str:
+        """A readable name for one token, special tokens included (``<|im_end|>``)."""
+        ...

@@ -1,0 +1,217 @@
+"""`slm`: the command line. Thin: parse flags, call the Python API, render with rich."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from slmkit import cli_options as opt
+from slmkit.errors import SlmkitError
+from slmkit.store.catalog import CATALOG, DEFAULT_MODEL
+from slmkit.store.gguf_info import format_parameters, format_size, read_gguf_summary
+from slmkit.store.store import ModelStore
+
+app = typer.Typer(
+    name="slm",
+    help="Run, serve and compare small language models on your CPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ModelArg = Annotated[str, typer.Argument(help="Store name (smollm2, smollm2:q8_0) or a .gguf path.")]
+
+
+def _load(model: str, context_length: int | None, threads: int | None, system: str | None = None):
+    from slmkit.llm import LLM
+
+    with err_console.status(f"loading {model}...", spinner="dots"):
+        return LLM(model, context_length=context_length, threads=threads, system_prompt=system)
+
+
+@app.command()
+def run(
+    model: Annotated[str, typer.Argument(help="Model to chat with.")] = DEFAULT_MODEL,
+    prompt: Annotated[Optional[str], typer.Argument(help="Answer this one prompt and exit.")] = None,
+    system: Annotated[Optional[str], typer.Option(help="System prompt (default: the model's).")] = None,
+    max_tokens: opt.MaxTokens = None, temperature: opt.Temperature = None, top_k: opt.TopK = None,
+    top_p: opt.TopP = None, min_p: opt.MinP = None, repetition_penalty: opt.RepetitionPenalty = None,
+    frequency_penalty: opt.FrequencyPenalty = None, presence_penalty: opt.PresencePenalty = None,
+    seed: opt.Seed = None, stop: opt.Stop = None, stop_token_id: opt.StopTokenIds = None,
+    logit_bias: opt.LogitBias = None, num_beams: opt.NumBeams = None, length_penalty: opt.LengthPenalty = None,
+    ignore_eos: opt.IgnoreEos = False, context_length: opt.ContextLength = None, threads: opt.Threads = None,
+    verbose: opt.Verbose = False,
+):
+    """Chat with a model: one PROMPT, lines piped on stdin, or an interactive REPL."""
+    from slmkit.cli_chat import ChatSession, repl
+
+    flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
+                              frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
+                              num_beams, length_penalty, ignore_eos)
+    llm = _load(model, context_length, threads, system)
+    session = ChatSession(llm, flags.apply(llm.default_params), verbose=verbose, system=llm.system_prompt)
+    llm.system_prompt = None  # the session adds its own system message (changeable with /system)
+    if prompt is not None:
+        session.ask(prompt, sys.stdout, sys.stderr)
+        return
+    code = repl(session, interactive=sys.stdin.isatty())
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def generate(
+    model: ModelArg,
+    prompt: Annotated[str, typer.Argument(help="Text to continue (no chat template).")],
+    max_tokens: opt.MaxTokens = None, temperature: opt.Temperature = None, top_k: opt.TopK = None,
+    top_p: opt.TopP = None, min_p: opt.MinP = None, repetition_penalty: opt.RepetitionPenalty = None,
+    frequency_penalty: opt.FrequencyPenalty = None, presence_penalty: opt.PresencePenalty = None,
+    seed: opt.Seed = None, stop: opt.Stop = None, stop_token_id: opt.StopTokenIds = None,
+    logit_bias: opt.LogitBias = None, num_beams: opt.NumBeams = None, length_penalty: opt.LengthPenalty = None,
+    ignore_eos: opt.IgnoreEos = False, context_length: opt.ContextLength = None, threads: opt.Threads = None,
+    verbose: opt.Verbose = False,
+):
+    """Complete raw text (no chat template), streaming."""
+    from slmkit.cli_chat import print_stats, print_stream
+
+    flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
+                              frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
+                              num_beams, length_penalty, ignore_eos)
+    llm = _load(model, context_length, threads)
+    params = flags.apply(llm.default_params)
+    result = print_stream(llm.generate(prompt, params, stream=True), sys.stdout)
+    if verbose:
+        print_stats(llm, result, sys.stderr)
+
+
+@app.command("list")
+def list_models(json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False):
+    """Models in the store, and the catalogue names you can pull or import."""
+    variants = ModelStore().list()
+    if json_output:
+        console.print_json(json.dumps([
+            {"name": v.reference, "default": v.is_default, "size": v.size_bytes, "path": str(v.path),
+             "modified": v.modified} for v in variants]))
+        return
+    table = Table("NAME", "DEFAULT", "SIZE", "MODIFIED", box=None)
+    for v in variants:
+        table.add_row(v.reference, "*" if v.is_default else "", format_size(v.size_bytes),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(v.modified)))
+    console.print(table if variants else "No models in the store yet.")
+    stored = {v.name for v in variants}
+    missing = [e for e in CATALOG.values() if e.name not in stored]
+    if missing:
+        console.print("\nAlso known (bundled ones pull offline; others: `slm pull NAME` says how to import):")
+        table = Table("NAME", "MODEL", "PARAMS", "CONTEXT", "BUNDLED", box=None)
+        for e in missing:
+            table.add_row(e.name, e.title, e.parameters, str(e.context_length), "yes" if e.bundled else "no")
+        console.print(table)
+
+
+@app.command()
+def show(
+    model: ModelArg,
+    template: Annotated[bool, typer.Option("--template", help="Print the whole chat template.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+):
+    """Architecture, parameters, quantization, context, template, license, size and path."""
+    resolved = ModelStore().resolve(model)
+    summary = read_gguf_summary(resolved.path)
+    manifest = resolved.manifest
+    facts = {
+        "name": resolved.name,
+        "architecture": summary.architecture,
+        "parameters": format_parameters(summary.parameters),
+        "quantization": summary.file_type,
+        "context length": summary.context_length,
+        "license": manifest.license or summary.license or "unknown",
+        "size": format_size(summary.size_bytes),
+        "path": str(summary.path),
+        "system prompt": manifest.system,
+        "default parameters": manifest.parameters,
+        "variants": sorted(manifest.variants) if manifest.variants else None,
+        "source": manifest.source or None,
+        "chat template": manifest.template or summary.chat_template,
+    }
+    if json_output:
+        console.print_json(json.dumps(facts))
+        return
+    if template:
+        sys.stdout.write((facts["chat template"] or "") + "\n")
+        return
+    chat_template = facts.pop("chat template")
+    for key, value in facts.items():
+        if value not in (None, {}, []):
+            console.print(f"{key:<20}{value}", highlight=False, markup=False, soft_wrap=True)
+    if chat_template:
+        first = chat_template.strip().splitlines()[0]
+        console.print(f"{'chat template':<20}{first[:60]}... (--template shows it all)",
+                      highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def pull(model: ModelArg):
+    """Make a catalogue model available (bundled ones offline; smollm2 also gets its Q8_0 variant)."""
+    manifest = ModelStore().pull(model)
+    console.print(f"{manifest.name}: variants {', '.join(sorted(manifest.variants))}; "
+                  f"default {manifest.default_variant}")
+    if manifest.notes.get("q8_0_check"):
+        console.print(f"q8_0 check: {manifest.notes['q8_0_check']}")
+
+
+@app.command("import")
+def import_model(
+    path: Annotated[str, typer.Argument(help="A GGUF file.")],
+    name: Annotated[str, typer.Option("--name", help="Store name (optionally name:tag).")],
+    system: Annotated[Optional[str], typer.Option(help="Default system prompt.")] = None,
+):
+    """Copy a local GGUF file into the store under NAME."""
+    manifest = ModelStore().import_file(path, name, system=system)
+    console.print(f"imported {path} as {manifest.name} ({', '.join(sorted(manifest.variants))})")
+
+
+@app.command()
+def rm(model: ModelArg):
+    """Remove a model (NAME) or one variant (NAME:TAG) from the store."""
+    for removed in ModelStore().remove(model):
+        console.print(f"deleted {removed}")
+
+
+@app.command()
+def quantize(
+    model: ModelArg,
+    to: Annotated[str, typer.Option("--to", help="q8_0, q6_k, q5_k_m, q4_k_m, q4_0, ...")],
+    threads: opt.Threads = None,
+):
+    """Requantize with llama.cpp's quantizer; stored as the variant NAME:<to>."""
+    manifest = ModelStore().quantize(model, to, threads=threads)
+    console.print(f"stored {manifest.name}:{to.lower()}")
+
+
+def main() -> None:
+    """Entry point: our errors become one clear line and exit 1, never a traceback.
+
+    Usage errors (unknown flag, a value of the wrong type) are typer's own, with exit code 2.
+    """
+    try:
+        app(prog_name="slm")
+    except SlmkitError as exc:
+        sys.stderr.write(f"Error: {exc.message}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write("\nInterrupted.\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""One exception tree for slmkit.
+
+Every error carries a message written for the person who hit it (what went wrong and what to do
+next) and an HTTP status, so the CLI can print it as one line and the server can turn it into the
+API's own error body without a lookup table.
+"""
+
+from __future__ import annotations
+
+
+class SlmkitError(Exception):
+    """Base class: a user-facing error with an HTTP status and an OpenAI-style error type."""
+
+    status_code = 500
+    error_type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class InvalidRequestError(SlmkitError):
+    """The caller asked for something malformed or impossible (HTTP 400)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class InvalidParameterError(InvalidRequestError):
+    """One named parameter has a bad value; `param` names it."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param}: {message}", param=param, code="invalid_parameter")
+
+
+class ContextLengthError(InvalidRequestError):
+    """Prompt (plus the tokens asked for) does not fit the model's context window."""
+
+    def __init__(self, message: str):
+        super().__init__(message, code="context_length_exceeded")
+
+
+class ModelNotFoundError(SlmkitError):
+    """No model of that name in the store or the catalogue (HTTP 404)."""
+
+    status_code = 404
+    error_type = "not_found_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, param="model", code="model_not_found")
+
+
+class ModelLoadError(SlmkitError):
+    """A model file exists but cannot be loaded (broken, unsupported architecture, ...)."""
+
+    status_code = 500
+    error_type = "server_error"
+
+
+class OfflineError(SlmkitError):
+    """The operation needs the internet, which this machine does not have (HTTP 503)."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+
+class BackendUnavailableError(SlmkitError):
+    """An optional engine is asked for but its package is not installed."""
+
+    status_code = 501
+    error_type = "not_implemented"

@@ -1,0 +1,208 @@
+"""`LLM`: the convenient Python API over a local model.
+
+    from slmkit import LLM, SamplingParams
+    llm = LLM("smollm2")
+    out = llm.generate("The capital of France is", SamplingParams(max_tokens=16, temperature=0))
+    for delta in llm.chat([{"role": "user", "content": "Hi"}], stream=True):
+        print(delta.text, end="")
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Iterator, Sequence
+
+from slmkit.backends.llamacpp import LlamaCppModel
+from slmkit.engine.generator import Generator
+from slmkit.engine.text_stream import TextStream
+from slmkit.errors import InvalidParameterError, InvalidRequestError
+from slmkit.sampling import beam_search
+from slmkit.store.catalog import DEFAULT_MODEL
+from slmkit.store.store import ModelStore
+from slmkit.text import ChatTemplate, guess_builtin_template
+from slmkit.types import Message, RequestOutput, SamplingParams, Timings, Usage
+
+
+class LLM:
+    """A local model: store name (``smollm2``, ``smollm2:original``) or a path to a ``.gguf``."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        context_length: int | None = None,
+        threads: int | None = None,
+        max_sequences: int = 16,
+        system_prompt: str | None = None,
+        store: ModelStore | None = None,
+    ):
+        started = time.perf_counter()
+        resolved = (store or ModelStore()).resolve(model)
+        self.name = resolved.name
+        self.manifest = resolved.manifest
+        self.model = LlamaCppModel(resolved.path)
+        self.info = self.model.info
+        self.tokenizer = self.model.tokenizer
+        self.runner = self.model.create_runner(
+            context_length=context_length, max_sequences=max_sequences, threads=threads
+        )
+        self.load_seconds = time.perf_counter() - started
+        self.system_prompt = system_prompt if system_prompt is not None else self.manifest.system
+        self.chat_template = self._make_chat_template()
+        self.default_params = SamplingParams.from_dict(self.manifest.parameters)
+        self._free_seq_ids = list(range(max_sequences - 1, -1, -1))
+
+    def _make_chat_template(self) -> ChatTemplate:
+        tok = self.tokenizer
+        special = tok.special
+        bos = tok.token_text(special.bos) if special.bos is not None else ""
+        eos = tok.token_text(special.eos) if special.eos is not None else ""
+        source = self.manifest.template or self.info.chat_template
+        if source:
+            return ChatTemplate(source, bos_token=bos, eos_token=eos)
+        names = {tok.token_text(t) for t in special.end_of_generation}
+        for marker in ("<|im_start|>", "<|end|>", "<|assistant|>", "<start_of_turn>", "<|eot_id|>"):
+            if tok.token_id(marker) is not None:
+                names.add(marker)
+        return ChatTemplate.builtin(guess_builtin_template(self.info.architecture, names),
+                                    bos_token=bos, eos_token=eos)
+
+    @property
+    def context_length(self) -> int:
+        return self.runner.context_length
+
+    # -- text -> tokens -------------------------------------------------------------------
+    def apply_chat_template(self, messages: Sequence[Message | dict], *, add_generation_prompt: bool = True) -> str:
+        return self.chat_template.render(
+            [Message.coerce(m) for m in messages],
+            add_generation_prompt=add_generation_prompt,
+            system_prompt=self.system_prompt,
+        )
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Tokens of a raw prompt: BOS if the model wants it (and the text does not start with it)."""
+        add_special = self.tokenizer.special.add_bos
+        bos = self.tokenizer.special.bos
+        if add_special and bos is not None and prompt.startswith(self.tokenizer.token_text(bos)):
+            add_special = False
+        return self.tokenizer.encode(prompt, add_special=add_special, parse_special=True)
+
+    # -- generation -----------------------------------------------------------------------
+    def generate(self, prompt: str | Sequence[int], params: SamplingParams | None = None, *,
+                 stream: bool = False) -> RequestOutput | Iterator[RequestOutput]:
+        """Complete a raw prompt (text or token ids). With ``stream=True``, yields deltas."""
+        if isinstance(prompt, str):
+            ids = self.encode_prompt(prompt)
+        else:
+            ids = [int(t) for t in prompt]
+        return self._submit(ids, params, stream)
+
+    def chat(self, messages: Sequence[Message | dict], params: SamplingParams | None = None, *,
+             stream: bool = False) -> RequestOutput | Iterator[RequestOutput]:
+        """Answer a conversation through the model's chat template."""
+        if not messages:
+            raise InvalidParameterError("messages", "at least one message is needed")
+        return self._submit(self.encode_prompt(self.apply_chat_template(messages)), params, stream)
+
+    def generator(self, params: SamplingParams | None = None) -> Generator:
+        """A token-by-token `Generator` (ONNX Runtime GenAI style) on a free sequence slot."""
+        if not self._free_seq_ids:
+            raise InvalidRequestError(
+                f"all {self.runner.max_sequences} sequence slots are in use; close() a generator first"
+            )
+        return Generator(self.runner, params or self.default_params,
+                         end_token_ids=self.tokenizer.special.end_of_generation,
+                         seq_id=self._free_seq_ids.pop(), on_close=self._free_seq_ids.append)
+
+    def _submit(self, prompt_ids: list[int], params: SamplingParams | None, stream: bool):
+        params = params or self.default_params
+        if not prompt_ids:
+            raise InvalidParameterError("prompt", "the prompt is empty")
+        if params.num_beams > 1:
+            results = self._beam_search(prompt_ids, params)
+            return iter(results[:1]) if stream else results[0]
+        deltas = self._stream(prompt_ids, params)
+        first = next(deltas)  # errors such as a too-long prompt surface here, not mid-iteration
+        if stream:
+            return _chain(first, deltas)
+        return _join([first, *deltas])
+
+    def _stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[RequestOutput]:
+        request_id = f"req-{uuid.uuid4().hex[:12]}"
+        text = TextStream(self.tokenizer.token_bytes, params.stop)
+        end_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else self.tokenizer.special.end_of_generation)
+        started = time.perf_counter()
+        first_token_at = None
+        with self.generator(params) as gen:
+            gen.append_tokens(prompt_ids)
+            yield RequestOutput("", [], request_id=request_id)
+            while not gen.is_done():
+                token = gen.generate_next_token()
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                delta = "" if (gen.is_done() and token in end_ids) else text.add(token)
+                if text.stopped:
+                    gen.finish_reason = "stop"
+                yield RequestOutput(delta, [token], request_id=request_id)
+                if text.stopped:
+                    break
+            finished = time.perf_counter()
+            first_token_at = first_token_at or finished
+            yield RequestOutput(
+                text.finish(), [], finish_reason=gen.finish_reason, request_id=request_id,
+                usage=Usage(len(prompt_ids), gen.generated_count),
+                timings=Timings(prefill_seconds=first_token_at - started,
+                                decode_seconds=finished - first_token_at,
+                                time_to_first_token=first_token_at - started),
+            )
+
+    def _beam_search(self, prompt_ids: list[int], params: SamplingParams) -> list[RequestOutput]:
+        needed = 2 * params.num_beams
+        if len(self._free_seq_ids) < needed:
+            raise InvalidParameterError(
+                "num_beams", f"{params.num_beams} beams need {needed} free sequence slots; "
+                f"{len(self._free_seq_ids)} are free (raise max_sequences)"
+            )
+        seq_ids = [self._free_seq_ids.pop() for _ in range(needed)]
+        started = time.perf_counter()
+        try:
+            end_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else set(self.tokenizer.special.end_of_generation))
+            beams = beam_search(self.runner, prompt_ids, params, end_ids, seq_ids)
+        finally:
+            self._free_seq_ids.extend(seq_ids)
+        elapsed = time.perf_counter() - started
+        outputs = []
+        for index, beam in enumerate(beams):
+            text = TextStream(self.tokenizer.token_bytes, params.stop)
+            pieces = [text.add(t) for t in beam.token_ids if t not in end_ids]
+            finish = "stop" if (beam.token_ids and beam.token_ids[-1] in end_ids) or text.stopped else "length"
+            outputs.append(RequestOutput("".join(pieces) + text.finish(), list(beam.token_ids), finish,
+                                         Usage(len(prompt_ids), len(beam.token_ids)),
+                                         Timings(decode_seconds=elapsed), index=index))
+        return outputs
+
+    def close(self) -> None:
+        self.runner.close()
+        self.model.close()
+
+    def __enter__(self) -> "LLM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _chain(first: RequestOutput, rest: Iterator[RequestOutput]) -> Iterator[RequestOutput]:
+    yield first
+    yield from rest
+
+
+def _join(deltas: list[RequestOutput]) -> RequestOutput:
+    last = deltas[-1]
+    return RequestOutput(
+        text="".join(d.text for d in deltas),
+        token_ids=[t for d in deltas for t in d.token_ids],
+        finish_reason=last.finish_reason, usage=last.usage, timings=last.timings,
+        request_id=last.request_id,
+    )

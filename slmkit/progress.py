@@ -1,0 +1,39 @@
+"""Progress bars for long work (pulling, assembling, quantizing), on stderr so stdout stays clean."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+_console = Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(
+    description: str, total: float, *, enabled: bool = True, unit: str = "items"
+) -> Iterator[Callable[[float], None]]:
+    """Yields ``update(completed)``; draws a bar on stderr when enabled and stderr is a terminal,
+    else prints one line when done."""
+    if not enabled:
+        yield lambda completed: None
+        return
+    if not _console.is_terminal:
+        yield lambda completed: None
+        _console.print(f"{description}: done")
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn()]
+    if unit == "bytes":
+        columns.append(DownloadColumn())
+    columns.append(TimeRemainingColumn())
+    with Progress(*columns, console=_console, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda completed: progress.update(task, completed=completed)
+        progress.update(task, completed=total)
+
+
+def status(message: str, *, enabled: bool = True) -> None:
+    if enabled:
+        _console.print(message)

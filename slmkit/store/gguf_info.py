@@ -1,0 +1,76 @@
+"""What a GGUF file says about itself, read from its header without loading the weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from slmkit.errors import ModelLoadError
+
+# general.file_type values (llama.cpp's enum llama_ftype) for the names people use.
+FILE_TYPE_NAMES = {
+    0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 10: "q2_k",
+    11: "q3_k_s", 12: "q3_k_m", 13: "q3_k_l", 14: "q4_k_s", 15: "q4_k_m", 16: "q5_k_s",
+    17: "q5_k_m", 18: "q6_k", 30: "iq4_xs", 32: "bf16",
+}
+
+
+@dataclass
+class GGUFSummary:
+    path: Path
+    architecture: str
+    name: str
+    parameters: int
+    file_type: str
+    context_length: int | None
+    chat_template: str | None
+    license: str | None
+    size_bytes: int
+
+
+def _scalar(reader, key: str):
+    field = reader.fields.get(key)
+    if field is None:
+        return None
+    value = field.contents()
+    return value
+
+
+def read_gguf_summary(path: str | Path) -> GGUFSummary:
+    """Header facts of a GGUF; a file that is not one is a `ModelLoadError` saying so."""
+    from gguf import GGUFReader  # imported here: reading headers is rare and gguf is slow to import
+
+    path = Path(path)
+    try:
+        reader = GGUFReader(str(path))
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"model file not found: {path}") from exc
+    except Exception as exc:  # gguf raises ValueError, struct errors, IndexError on bad files
+        raise ModelLoadError(f"{path} is not a valid GGUF file ({exc})") from exc
+    architecture = _scalar(reader, "general.architecture") or "unknown"
+    file_type = _scalar(reader, "general.file_type")
+    return GGUFSummary(
+        path=path,
+        architecture=architecture,
+        name=_scalar(reader, "general.name") or path.stem,
+        parameters=sum(int(t.n_elements) for t in reader.tensors),
+        file_type=FILE_TYPE_NAMES.get(file_type, str(file_type)) if file_type is not None else "unknown",
+        context_length=_scalar(reader, f"{architecture}.context_length"),
+        chat_template=_scalar(reader, "tokenizer.chat_template"),
+        license=_scalar(reader, "general.license"),
+        size_bytes=path.stat().st_size,
+    )
+
+
+def format_parameters(count: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f}{unit}".replace(".0" + unit, unit)
+    return str(count)
+
+
+def format_size(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"

