@@ -182,17 +182,25 @@ def top_p(p: float) -> Warper:
     """
 
     def apply(logits: np.ndarray) -> np.ndarray:
-        n = logits.shape[0]
-        probs = _softmax(logits)
+        # Tokens already removed (top-k, bans) are left out: argpartition crawls on masses of
+        # equal values.
+        live = logits > -np.inf
+        candidates = None if live.all() else np.flatnonzero(live)
+        values = logits if candidates is None else logits[candidates]
+        n = values.shape[0]
+        weights = np.exp(values - values.max())
+        needed = p * weights.sum(dtype=np.float64)
         width = min(_NUCLEUS_FIRST_GUESS, n)
         while True:
-            head = np.argpartition(probs, -width)[-width:] if width < n else np.arange(n)
-            head = head[np.argsort(-probs[head], kind="stable")]
-            cumulative = np.cumsum(probs[head], dtype=np.float64)
-            if cumulative[-1] >= p or width == n:
+            head = np.argpartition(values, -width)[-width:] if width < n else np.arange(n)
+            head = head[np.argsort(-values[head], kind="stable")]
+            cumulative = np.cumsum(weights[head], dtype=np.float64)
+            if cumulative[-1] >= needed or width == n:
                 break
             width = min(4 * width, n)
-        keep = head[: min(int(np.searchsorted(cumulative, p)) + 1, width)]
+        keep = head[: min(int(np.searchsorted(cumulative, needed)) + 1, width)]
+        if candidates is not None:
+            keep = candidates[keep]
         kept = logits[keep]
         logits.fill(-np.inf)
         logits[keep] = kept

@@ -52,8 +52,8 @@ class StoredVariant:
 
 def parse_reference(reference: str) -> tuple[str, str | None]:
     """``"name:tag"`` -> (name, tag); both checked so they cannot name paths."""
-    name, _, tag = reference.strip().partition(":")
-    for part, what in ((name, "name"), (tag or "x", "tag")):
+    name, colon, tag = reference.strip().partition(":")
+    for part, what in ((name, "name"), (tag if colon else "x", "tag")):
         if not _NAME.match(part) or part in (".", ".."):
             raise InvalidParameterError(
                 "model",

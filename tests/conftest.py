@@ -1,0 +1,35 @@
+"""Shared fixtures. Every test run gets its own model store, so nothing touches ~/.slmkit."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Set before slmkit is imported anywhere, and inherited by CLI subprocesses.
+_HOME = Path(tempfile.mkdtemp(prefix="slmkit-test-home-"))
+os.environ["SLMKIT_HOME"] = str(_HOME)
+
+
+@pytest.fixture(scope="session")
+def slmkit_home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    from slmkit.store.bundled import locate_smollm2
+
+    return locate_smollm2()
+
+
+@pytest.fixture(scope="session")
+def llm(slmkit_home):
+    """The bundled default model through the public API (pulled into the test store once)."""
+    from slmkit import LLM
+
+    model = LLM("smollm2:original", context_length=2048)
+    yield model
+    model.close()
