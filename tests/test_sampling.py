@@ -63,7 +63,8 @@ def test_default_params_activate_nothing():
 def test_logit_bias_adds_to_listed_tokens():
     params = SamplingParams(logit_bias={0: math.log(3.0)})
     # weights 1,1,1,1,4 (sum 8) become 3,1,1,1,4 (sum 10)
-    np.testing.assert_allclose(probs(params, logits_of([1, 1, 1, 1, 4])), [0.3, 0.1, 0.1, 0.1, 0.4], rtol=1e-6)
+    out = probs(params, logits_of([1, 1, 1, 1, 4]))
+    np.testing.assert_allclose(out, [0.3, 0.1, 0.1, 0.1, 0.4], rtol=1e-6)
 
 
 def test_logit_bias_outside_vocabulary_is_rejected():
@@ -153,7 +154,8 @@ def test_banning_every_token_is_an_error_not_a_random_pick():
     ],
 )
 def test_temperature(value, expected):
-    np.testing.assert_allclose(probs(SamplingParams(temperature=value), logits_of(WEIGHTS)), expected, rtol=1e-5)
+    out = probs(SamplingParams(temperature=value), logits_of(WEIGHTS))
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -167,7 +169,8 @@ def test_temperature(value, expected):
     ],
 )
 def test_top_k(k, expected):
-    np.testing.assert_allclose(probs(SamplingParams(top_k=k), logits_of(WEIGHTS)), expected, rtol=1e-6, atol=1e-12)
+    out = probs(SamplingParams(top_k=k), logits_of(WEIGHTS))
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-12)
 
 
 def test_top_k_keeps_exactly_k_among_ties():
@@ -188,7 +191,8 @@ def test_top_k_keeps_exactly_k_among_ties():
     ],
 )
 def test_top_p(p, expected):
-    np.testing.assert_allclose(probs(SamplingParams(top_p=p), logits_of(WEIGHTS)), expected, rtol=1e-6, atol=1e-12)
+    out = probs(SamplingParams(top_p=p), logits_of(WEIGHTS))
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-12)
 
 
 def test_top_p_beyond_the_first_guess_of_candidates():
@@ -223,7 +227,8 @@ def test_top_p_matches_a_full_sort_reference():
     ],
 )
 def test_min_p(m, expected):
-    np.testing.assert_allclose(probs(SamplingParams(min_p=m), logits_of(WEIGHTS)), expected, rtol=1e-6, atol=1e-12)
+    out = probs(SamplingParams(min_p=m), logits_of(WEIGHTS))
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-12)
 
 
 def test_min_p_one_keeps_tied_maxima():

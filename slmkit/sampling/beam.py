@@ -24,7 +24,8 @@ from slmkit.types import FinishReason, SamplingParams
 
 @dataclass
 class Beam:
-    """One hypothesis: generated tokens (end token included), their summed log-probability, score."""
+    """One hypothesis: its generated tokens (end token included), their summed log-probability
+    and its length-penalised score."""
 
     token_ids: list[int]
     logprob: float
@@ -144,7 +145,11 @@ def _best(scores: np.ndarray, k: int) -> list[tuple[int, int, float]]:
 
 
 def _add_finished(
-    finished: list[Beam], tokens: list[int], logprob: float, reason: FinishReason, params: SamplingParams
+    finished: list[Beam],
+    tokens: list[int],
+    logprob: float,
+    reason: FinishReason,
+    params: SamplingParams,
 ) -> None:
     score = logprob / (len(tokens) ** params.length_penalty)
     finished.append(Beam(tokens, logprob, score, reason))
@@ -166,7 +171,9 @@ def _cannot_improve(finished: list[Beam], live: list[_Live], params: SamplingPar
     return finished[-1].score >= best / (length ** params.length_penalty)
 
 
-def _fork_and_feed(runner: Runner, prompt_len: int, children: list[tuple[_Live, _Live]]) -> np.ndarray:
+def _fork_and_feed(
+    runner: Runner, prompt_len: int, children: list[tuple[_Live, _Live]]
+) -> np.ndarray:
     chunks = []
     for parent, child in children:
         length = prompt_len + len(parent.token_ids)

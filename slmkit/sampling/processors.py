@@ -39,7 +39,9 @@ def make_logits_processors(params: SamplingParams, vocab_size: int) -> list[Proc
     if params.repetition_penalty != 1.0:
         processors.append(repetition_penalty(params.repetition_penalty))
     if params.frequency_penalty != 0.0 or params.presence_penalty != 0.0:
-        processors.append(frequency_presence_penalty(params.frequency_penalty, params.presence_penalty))
+        processors.append(
+            frequency_presence_penalty(params.frequency_penalty, params.presence_penalty)
+        )
     if params.logit_bias:
         processors.append(logit_bias(params.logit_bias, vocab_size))
     for index, fn in enumerate(params.logits_processors):
@@ -218,8 +220,3 @@ def min_p(value: float) -> Warper:
         return logits
 
     return apply
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    weights = np.exp(logits - logits.max())
-    return weights / weights.sum(dtype=np.float64)
