@@ -17,7 +17,7 @@ LogitsProcessor = Callable[[Sequence[int], np.ndarray], np.ndarray]
 ``vocab_size`` floats that the function may modify in place and must return.
 """
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "abort"]
 
 
 @dataclass

@@ -40,6 +40,7 @@ class FakeRunner:
         vocab_size: int | None = None,
         max_sequences: int = 8,
         context_length: int = 512,
+        kv_cells: int | None = None,
         max_batch_tokens: int = 64,
         fail_on_call: int | None = None,
     ):
@@ -56,6 +57,7 @@ class FakeRunner:
             self._next_logits = model
         self.max_sequences = max_sequences
         self.context_length = context_length
+        self.kv_cells = kv_cells or context_length  # default: one pool shared by all sequences
         self.max_batch_tokens = max_batch_tokens
         self.fail_on_call = fail_on_call
         self.kv: list[list[int]] = [[] for _ in range(max_sequences)]
@@ -95,6 +97,7 @@ class FakeRunner:
         self.batches.append(
             [Chunk(c.seq_id, list(c.token_ids), c.start_pos, c.want_logits) for c in chunks]
         )
+        assert self.used_cells() <= self.kv_cells, f"{self.used_cells()} cells used of {self.kv_cells}"
         out = np.array(rows, dtype=np.float32).reshape(len(rows), self.vocab_size)
         out.flags.writeable = False
         return out

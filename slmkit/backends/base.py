@@ -27,7 +27,8 @@ class Chunk:
 class Runner(Protocol):
     vocab_size: int
     max_sequences: int  # seq ids are 0 .. max_sequences-1
-    context_length: int  # KV cells shared by all sequences
+    context_length: int  # most tokens one sequence can hold
+    kv_cells: int  # KV cells of all sequences together (== context_length when they share a pool)
     max_batch_tokens: int  # most tokens one `forward` call takes
 
     def forward(self, chunks: list[Chunk]) -> np.ndarray:

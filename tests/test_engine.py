@@ -1,0 +1,85 @@
+"""The batching engine: results identical to running alone, aborts free KV at once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fakes import ByteTokenizer, FakeRunner
+
+from slmkit.engine.engine import Engine, Request
+from slmkit.errors import ContextLengthError
+from slmkit.types import SamplingParams
+
+
+def hash_model(tokens):
+    """Deterministic logits depending on the whole sequence (so mixing sequences would show)."""
+    rng = np.random.default_rng(abs(hash(tuple(tokens))) % (2**32))
+    return rng.normal(size=258).astype(np.float32)
+
+
+def collect(engine, requests):
+    outputs = {r.request_id: [] for r in requests}
+    for r in requests:
+        engine.add_request(r, outputs[r.request_id].append)
+    engine.run_until_done()
+    return outputs
+
+
+def tokens_of(deltas):
+    return [t for d in deltas for t in d.token_ids]
+
+
+def test_batched_tokens_equal_alone_on_the_fake_runner():
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    prompts = [[65 + i] * (3 + 5 * i) for i in range(6)]
+    alone = []
+    for p in prompts:
+        engine = Engine(FakeRunner(hash_model, vocab_size=258), ByteTokenizer())
+        alone.append(tokens_of(collect(engine, [Request(p, params, f"r{len(alone)}")])[f"r{len(alone)}"]))
+    runner = FakeRunner(hash_model, vocab_size=258, max_sequences=4, max_batch_tokens=16, context_length=64)
+    engine = Engine(runner, ByteTokenizer())
+    together = collect(engine, [Request(p, params, f"r{i}") for i, p in enumerate(prompts)])
+    assert [tokens_of(together[f"r{i}"]) for i in range(6)] == alone
+    assert runner.used_cells() == 0
+    assert max(len(b) for b in runner.batches) > 1  # really batched
+
+
+def test_abort_frees_cells_and_ends_the_stream():
+    runner = FakeRunner(hash_model, vocab_size=258)
+    engine = Engine(runner, ByteTokenizer())
+    out = []
+    engine.add_request(Request([65] * 10, SamplingParams(temperature=0, max_tokens=50, ignore_eos=True), "x"), out.append)
+    engine.step(), engine.step()
+    assert runner.used_cells() > 0
+    assert engine.abort("x") and not engine.abort("x")
+    assert runner.used_cells() == 0 and out[-1].finish_reason == "abort" and not engine.has_work
+
+
+def test_too_long_prompt_is_refused_before_any_work():
+    runner = FakeRunner(hash_model, vocab_size=258, context_length=16)
+    engine = Engine(runner, ByteTokenizer())
+    with pytest.raises(ContextLengthError, match="context holds 16"):
+        engine.add_request(Request([65] * 16, SamplingParams()), lambda o: None)
+    assert not engine.has_work and runner.forward_calls == 0
+
+
+@pytest.mark.slow
+def test_16_greedy_requests_together_equal_alone_on_smollm2(llm):
+    from slmkit.backends.llamacpp import LlamaCppModel
+
+    model = LlamaCppModel(llm.model.path)
+    runner = model.create_runner(context_length=512, max_sequences=16, unified_kv=False)
+    try:
+        questions = [f"What is {a} + {b}?" for a, b in zip(range(1, 17), range(3, 19))]
+        prompts = [llm.encode_prompt(llm.apply_chat_template([{"role": "user", "content": q}])) for q in questions]
+        params = SamplingParams(temperature=0, max_tokens=24)
+        alone = [llm.generate(p, params).token_ids for p in prompts]
+        engine = Engine(runner, model.tokenizer)
+        together = collect(engine, [Request(p, params, f"q{i}") for i, p in enumerate(prompts)])
+        assert [tokens_of(together[f"q{i}"]) for i in range(16)] == alone
+        assert runner.used_cells() == 0
+        texts = ["".join(d.text for d in together[f"q{i}"]) for i in range(16)]
+        assert texts[0] == llm.generate(prompts[0], params).text
+    finally:
+        runner.close()
+        model.close()
