@@ -40,6 +40,9 @@ def write_section(name: str, markdown: str) -> Path:
     block = f"{start}\n{markdown.strip()}\n{end}"
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else HEADER
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)  # a function: backslashes in markdown stay as-is
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
     BENCHMARKS_MD.write_text(text)
     return BENCHMARKS_MD

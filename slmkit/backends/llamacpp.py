@@ -91,7 +91,9 @@ class LlamaCppModel:
             description=buf.value.decode("utf-8", errors="replace"),
             parameters=int(llama_cpp.llama_model_n_params(model)),
             size_bytes=self.path.stat().st_size,
-            file_type=FILE_TYPES.get(llama_cpp.llama_model_ftype(model), "unknown"),
+            # A vocab-only load reports all_f32; the header's general.file_type is the truth.
+            file_type=FILE_TYPES.get(int(metadata.get("general.file_type", -1)),
+                                     FILE_TYPES.get(llama_cpp.llama_model_ftype(model), "unknown")),
             context_length=int(llama_cpp.llama_model_n_ctx_train(model)),
             chat_template=template.decode("utf-8") if template else None,
             metadata=metadata,
