@@ -131,7 +131,7 @@ class LLM:
     def _stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[RequestOutput]:
         request_id = f"req-{uuid.uuid4().hex[:12]}"
         text = TextStream(self.tokenizer.token_bytes, params.stop)
-        end_ids = self._end_ids(params)
+        end_ids = params.end_token_ids(self.tokenizer.special.end_of_generation)
         started = time.perf_counter()
         first_token_at = None
         with self.generator(params) as gen:
@@ -157,11 +157,6 @@ class LLM:
                                 time_to_first_token=first_token_at - started),
             )
 
-    def _end_ids(self, params: SamplingParams) -> set[int]:
-        """Tokens that end generation: the caller's stop ids, and the model's end-of-turn ones."""
-        eog = set() if params.ignore_eos else self.tokenizer.special.end_of_generation
-        return set(params.stop_token_ids) | eog
-
     def _beam_search(self, prompt_ids: list[int], params: SamplingParams) -> list[RequestOutput]:
         needed = 2 * params.num_beams
         if len(self._free_seq_ids) < needed:
@@ -172,7 +167,7 @@ class LLM:
         seq_ids = [self._free_seq_ids.pop() for _ in range(needed)]
         started = time.perf_counter()
         try:
-            end_ids = self._end_ids(params)
+            end_ids = params.end_token_ids(self.tokenizer.special.end_of_generation)
             beams = beam_search(self.runner, prompt_ids, params, end_ids, seq_ids)
         finally:
             self._free_seq_ids.extend(seq_ids)

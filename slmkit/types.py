@@ -90,6 +90,11 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    def end_token_ids(self, end_of_generation: frozenset[int] | set[int]) -> set[int]:
+        """Tokens that end generation: ``stop_token_ids``, plus the model's end-of-turn tokens
+        unless ``ignore_eos``."""
+        return set(self.stop_token_ids) | (set() if self.ignore_eos else set(end_of_generation))
+
     def updated(self, **changes: Any) -> "SamplingParams":
         """A copy with `changes` applied (unknown names are an error, values re-validated)."""
         known = {f.name for f in fields(self)}

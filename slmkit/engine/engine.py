@@ -14,9 +14,9 @@ from typing import Callable
 
 from slmkit.backends.base import Chunk, Runner, Tokenizer
 from slmkit.engine.scheduler import Scheduler, SchedulerConfig
-from slmkit.engine.sequence import Sequence
+from slmkit.engine.sequence import Sequence, check_prompt_tokens
 from slmkit.engine.text_stream import TextStream
-from slmkit.errors import ContextLengthError, InvalidParameterError
+from slmkit.errors import InvalidParameterError
 from slmkit.sampling import Sampler
 from slmkit.types import RequestOutput, SamplingParams, Timings, Usage
 
@@ -57,25 +57,15 @@ class Engine:
     def add_request(self, request: Request, emit: OutputCallback) -> None:
         """Queue a request; too long or malformed ones are refused here, before any work."""
         ids, params = request.prompt_ids, request.params
-        if not ids:
-            raise InvalidParameterError("prompt", "the prompt is empty")
         if request.request_id in self._active:
             raise InvalidParameterError("request_id", f"{request.request_id!r} is already running")
         context = self.runner.context_length
-        if len(ids) >= context:
-            raise ContextLengthError(
-                f"the prompt is {len(ids)} tokens but the context holds {context} "
-                "(and at least one must be left to generate)"
-            )
-        for token in ids:
-            if not 0 <= token < self.runner.vocab_size:
-                raise InvalidParameterError("prompt", f"token id {token} is outside the vocabulary")
+        check_prompt_tokens(ids, vocab_size=self.runner.vocab_size, context_length=context)
         max_length = context if params.max_tokens is None else min(context, len(ids) + params.max_tokens)
-        eog = set() if params.ignore_eos else set(self.tokenizer.special.end_of_generation)
         seq = Sequence(request.request_id, list(ids), params)
         self._active[request.request_id] = _Active(
             seq, Sampler(params, self.runner.vocab_size), TextStream(self.tokenizer.token_bytes, params.stop),
-            eog | set(params.stop_token_ids), max_length, emit,
+            params.end_token_ids(self.tokenizer.special.end_of_generation), max_length, emit,
         )
         self.scheduler.add(seq)
 
@@ -107,17 +97,14 @@ class Engine:
             self.runner.free(slot)
         if not plan.chunks:
             return 0
-        chunks = []
-        for c in plan.chunks:
-            seq = c.seq
-            chunks.append(Chunk(seq.seq_id, seq.tokens[seq.num_computed : seq.num_computed + c.num_tokens],
-                                seq.num_computed, c.wants_logits))
-        wants = [c.wants_logits for c in plan.chunks]
+        # Chunks capture start and want_logits before num_computed moves on below.
+        chunks = [Chunk(c.seq.seq_id, c.seq.tokens[c.start : c.start + c.num_tokens], c.start, c.wants_logits)
+                  for c in plan.chunks]
         logits = self.runner.forward(chunks)
         row = 0
-        for c, want in zip(plan.chunks, wants):
+        for c, chunk in zip(plan.chunks, chunks):
             c.seq.num_computed += c.num_tokens
-            if want:
+            if chunk.want_logits:
                 self._on_token(self._active[c.seq.request_id], logits[row])
                 row += 1
         return plan.num_tokens

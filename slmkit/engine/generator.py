@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from slmkit.backends.base import Chunk, Runner
-from slmkit.errors import ContextLengthError, InvalidParameterError, InvalidRequestError
+from slmkit.engine.sequence import check_prompt_tokens
+from slmkit.errors import InvalidParameterError, InvalidRequestError
 from slmkit.sampling import Sampler
 from slmkit.types import FinishReason, SamplingParams
 
@@ -41,9 +42,7 @@ class Generator:
         self.runner = runner
         self.params = params
         self.seq_id = seq_id
-        self._stop_ids = set(params.stop_token_ids)
-        if not params.ignore_eos:
-            self._stop_ids |= set(end_token_ids)
+        self._stop_ids = params.end_token_ids(end_token_ids)
         self._sampler = Sampler(params, runner.vocab_size)
         self._on_close = on_close
         self._tokens: list[int] = []
@@ -60,20 +59,8 @@ class Generator:
         """Add prompt tokens (a first prompt, or the next user turn); generation resumes after."""
         self._check_open()
         ids = [int(t) for t in token_ids]
-        if not ids:
-            raise InvalidParameterError("token_ids", "append_tokens needs at least one token")
-        for token_id in ids:
-            if not 0 <= token_id < self.runner.vocab_size:
-                raise InvalidParameterError(
-                    "token_ids", f"token id {token_id} is outside the vocabulary of {self.runner.vocab_size}"
-                )
-        total = len(self._tokens) + len(ids)
-        if total >= self.runner.context_length:
-            raise ContextLengthError(
-                f"the prompt is {total} tokens but the context holds {self.runner.context_length} "
-                "(and at least one must be left to generate); shorten the prompt or raise the "
-                "context length"
-            )
+        check_prompt_tokens(ids, vocab_size=self.runner.vocab_size,
+                            context_length=self.runner.context_length, already=len(self._tokens))
         self._tokens.extend(ids)
         self._prompt_len = len(self._tokens)
         self._logits = None

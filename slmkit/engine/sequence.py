@@ -6,7 +6,24 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+from slmkit.errors import ContextLengthError, InvalidParameterError
 from slmkit.types import FinishReason, SamplingParams
+
+
+def check_prompt_tokens(ids: list[int], *, vocab_size: int, context_length: int, already: int = 0) -> None:
+    """Refuse, before any work, prompt tokens that are empty, out of vocabulary, or that leave no
+    room to generate (``already``: tokens the sequence holds before these)."""
+    if not ids:
+        raise InvalidParameterError("prompt", "the prompt is empty")
+    for token_id in ids:
+        if not 0 <= token_id < vocab_size:
+            raise InvalidParameterError("prompt", f"token id {token_id} is outside the vocabulary of {vocab_size}")
+    total = already + len(ids)
+    if total >= context_length:
+        raise ContextLengthError(
+            f"the prompt is {total} tokens but the context holds {context_length} (and at least "
+            "one must be left to generate); shorten the prompt or raise the context length"
+        )
 
 
 class SeqStatus(enum.Enum):
