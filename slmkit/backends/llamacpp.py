@@ -223,6 +223,7 @@ class LlamaCppRunner:
         if context < 16:
             raise InvalidParameterError("context_length", f"must be >= 16, got {context}")
         self.max_sequences = max_sequences
+        self.unified_kv = unified_kv
         self.max_batch_tokens = min(max_batch_tokens, context)
         self.threads = threads or default_threads()
         self.vocab_size = model.tokenizer.vocab_size
@@ -338,7 +339,11 @@ class LlamaCppRunner:
             raise SlmkitError(f"sequence {src} holds {self._lengths[src]} tokens, cannot copy {length}")
         self.free(dst)
         if length > 0:
-            llama_cpp.llama_memory_seq_cp(self._memory, src, dst, 0, length)
+            if self.unified_kv:  # cells are shared: the copy only tags them with dst
+                llama_cpp.llama_memory_seq_cp(self._memory, src, dst, 0, length)
+            else:  # across KV streams llama.cpp copies whole streams only; then cut the tail
+                llama_cpp.llama_memory_seq_cp(self._memory, src, dst, -1, -1)
+                llama_cpp.llama_memory_seq_rm(self._memory, dst, length, -1)
         self._lengths[dst] = length
 
     def free(self, seq_id: int) -> None:

@@ -12,13 +12,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from slmkit.backends.base import Chunk, Runner, Tokenizer
-from slmkit.engine.scheduler import Scheduler, SchedulerConfig
+from slmkit.engine.scheduler import KvOp, Scheduler, SchedulerConfig
 from slmkit.engine.sequence import Sequence, check_prompt_tokens
 from slmkit.engine.text_stream import TextStream
-from slmkit.errors import InvalidParameterError
+from slmkit.errors import InvalidParameterError, SlmkitError
 from slmkit.sampling import Sampler
-from slmkit.types import RequestOutput, SamplingParams, Timings, Usage
+from slmkit.sampling.sampler import log_softmax, top_logprobs
+from slmkit.types import RequestOutput, SamplingParams, Timings, TokenLogprob, Usage
 
 OutputCallback = Callable[[RequestOutput], None]
 
@@ -41,26 +44,43 @@ class _Active:
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Argmax of the raw logits: such rows are sampled together in one numpy call."""
+        return self.sampler.params.greedy and not self.sampler.processors and self.seq.params.logprobs is None
+
 
 class Engine:
-    def __init__(self, runner: Runner, tokenizer: Tokenizer, *, max_batch_tokens: int | None = None):
+    def __init__(self, runner: Runner, tokenizer: Tokenizer, *, max_batch_tokens: int | None = None,
+                 prefix_caching: bool = True, max_chunk_per_sequence: int | None = None):
         self.runner = runner
         self.tokenizer = tokenizer
         self.scheduler = Scheduler(SchedulerConfig(
             max_sequences=runner.max_sequences,
             max_batch_tokens=min(max_batch_tokens or runner.max_batch_tokens, runner.max_batch_tokens),
             kv_capacity=runner.kv_cells,
+            prefix_caching=prefix_caching,
+            max_chunk_per_sequence=max_chunk_per_sequence,
         ))
         self._active: dict[str, _Active] = {}
+        self.stats = EngineStats()
 
     # -- requests in ----------------------------------------------------------------------
+    def validate(self, request: Request) -> None:
+        """Raise the error `add_request` would, without queueing (callable from any thread)."""
+        if request.params.num_beams > 1:
+            raise InvalidParameterError("num_beams", "the batching engine samples; beam search runs "
+                                        "through LLM.generate")
+        check_prompt_tokens(request.prompt_ids, vocab_size=self.runner.vocab_size,
+                            context_length=self.runner.context_length)
+
     def add_request(self, request: Request, emit: OutputCallback) -> None:
         """Queue a request; too long or malformed ones are refused here, before any work."""
         ids, params = request.prompt_ids, request.params
         if request.request_id in self._active:
             raise InvalidParameterError("request_id", f"{request.request_id!r} is already running")
+        self.validate(request)
         context = self.runner.context_length
-        check_prompt_tokens(ids, vocab_size=self.runner.vocab_size, context_length=context)
         max_length = context if params.max_tokens is None else min(context, len(ids) + params.max_tokens)
         seq = Sequence(request.request_id, list(ids), params)
         self._active[request.request_id] = _Active(
@@ -91,41 +111,85 @@ class Engine:
 
     # -- one step -------------------------------------------------------------------------
     def step(self) -> int:
-        """Schedule, run one forward, sample, emit; returns the number of tokens run."""
+        """Schedule, run one forward, sample, emit; returns the number of tokens run.
+
+        A failing forward fails the requests of that batch (their outputs carry the error),
+        never the engine.
+        """
+        started = time.perf_counter()
         plan = self.scheduler.schedule()
-        for slot in plan.freed_slots:
-            self.runner.free(slot)
+        for op in plan.kv_ops:
+            self._apply(op)
         if not plan.chunks:
             return 0
         # Chunks capture start and want_logits before num_computed moves on below.
         chunks = [Chunk(c.seq.seq_id, c.seq.tokens[c.start : c.start + c.num_tokens], c.start, c.wants_logits)
                   for c in plan.chunks]
-        logits = self.runner.forward(chunks)
-        row = 0
+        forward_at = time.perf_counter()
+        try:
+            logits = self.runner.forward(chunks)
+        except Exception as exc:  # noqa: BLE001 - reported to each request of the batch
+            for c in plan.chunks:
+                active = self._active.get(c.seq.request_id)
+                if active is not None:
+                    self._finish(active, "abort", error=_as_slmkit_error(exc))
+            return 0
+        forward_done = time.perf_counter()
+        sampled: list[tuple[_Active, int]] = []
         for c, chunk in zip(plan.chunks, chunks):
             c.seq.num_computed += c.num_tokens
             if chunk.want_logits:
-                self._on_token(self._active[c.seq.request_id], logits[row])
-                row += 1
+                sampled.append((self._active[c.seq.request_id], len(sampled)))
+        self._sample_all(sampled, logits)
+        self.stats.record(plan.num_tokens, len(sampled), forward_at - started,
+                          forward_done - forward_at, time.perf_counter() - forward_done)
         return plan.num_tokens
 
-    def _on_token(self, active: _Active, logits_row) -> None:
+    def _apply(self, op: KvOp) -> None:
+        if op.kind == "free":
+            self.runner.free(op.slot)
+        elif op.kind == "truncate":
+            self.runner.truncate(op.slot, op.length)
+        else:
+            self.runner.copy_prefix(op.src, op.slot, op.length)
+
+    def _sample_all(self, sampled: list[tuple["_Active", int]], logits: np.ndarray) -> None:
+        """Plain greedy rows in one vectorized argmax; the rest row by row."""
+        greedy_rows = [row for active, row in sampled if active.plain_greedy]
+        argmax = logits[greedy_rows].argmax(axis=1) if len(greedy_rows) > 1 else None
+        tokens = dict(zip(greedy_rows, argmax.tolist())) if argmax is not None else {}
+        for active, row in sampled:
+            seq = active.seq
+            try:
+                token = tokens.get(row)
+                if token is None:
+                    token = active.sampler.sample(logits[row], seq.tokens, seq.num_prompt)
+                logprob = None
+                if seq.params.logprobs is not None:
+                    logprob = _token_logprob(logits[row], token, seq.params.logprobs)
+            except SlmkitError as exc:
+                self._finish(active, "abort", error=exc)
+                continue
+            self._on_token(active, token, logprob)
+
+    def _on_token(self, active: _Active, token: int, logprob: TokenLogprob | None) -> None:
         seq = active.seq
-        token = active.sampler.sample(logits_row, seq.tokens, seq.num_prompt)
         seq.tokens.append(token)
         if active.first_token_at is None:
             active.first_token_at = time.perf_counter()
         ended = token in active.end_ids
         delta = "" if ended else active.text.add(token)
-        active.emit(RequestOutput(delta, [token], request_id=seq.request_id))
+        active.emit(RequestOutput(delta, [token], request_id=seq.request_id,
+                                  logprobs=None if logprob is None else [logprob]))
         if ended or active.text.stopped:
             self._finish(active, "stop")
         elif len(seq.tokens) >= active.max_length:
             self._finish(active, "length")
 
-    def _finish(self, active: _Active, reason: str) -> None:
+    def _finish(self, active: _Active, reason: str, error: SlmkitError | None = None) -> None:
         seq = active.seq
-        slot = self.scheduler.finish(seq)
+        # A finished sequence's KV stays as a cached prefix; an aborted one's is freed now.
+        slot = self.scheduler.finish(seq, keep_cache=reason != "abort")
         if slot is not None:
             self.runner.free(slot)
         del self._active[seq.request_id]
@@ -134,11 +198,52 @@ class Engine:
         seq.finish_reason = reason
         active.emit(RequestOutput(
             active.text.finish() if reason != "abort" else "", [], finish_reason=reason,
-            request_id=seq.request_id, usage=Usage(seq.num_prompt, seq.num_generated),
+            request_id=seq.request_id, usage=Usage(seq.num_prompt, seq.num_generated, seq.num_cached),
             timings=Timings(prefill_seconds=first - active.started, decode_seconds=now - first,
                             time_to_first_token=first - active.started),
+            error=error,
         ))
 
     def run_until_done(self) -> None:
         while self.has_work:
             self.step()
+
+    def abort_all(self, error: SlmkitError | None = None) -> None:
+        for active in list(self._active.values()):
+            self._finish(active, "abort", error=error)
+
+
+@dataclass
+class EngineStats:
+    """Running totals of where step time goes: the forward versus our Python around it."""
+
+    steps: int = 0
+    tokens: int = 0
+    sampled: int = 0
+    schedule_seconds: float = 0.0
+    forward_seconds: float = 0.0
+    sample_seconds: float = 0.0
+
+    def record(self, tokens: int, sampled: int, schedule: float, forward: float, sample: float) -> None:
+        self.steps += 1
+        self.tokens += tokens
+        self.sampled += sampled
+        self.schedule_seconds += schedule
+        self.forward_seconds += forward
+        self.sample_seconds += sample
+
+    @property
+    def python_fraction(self) -> float:
+        total = self.schedule_seconds + self.forward_seconds + self.sample_seconds
+        return (self.schedule_seconds + self.sample_seconds) / total if total else 0.0
+
+
+def _token_logprob(row: np.ndarray, token: int, k: int) -> TokenLogprob:
+    logprobs = log_softmax(row)
+    return TokenLogprob(token, float(logprobs[token]), top_logprobs(row, k) if k else [])
+
+
+def _as_slmkit_error(exc: Exception) -> SlmkitError:
+    if isinstance(exc, SlmkitError):
+        return exc
+    return SlmkitError(f"the model failed on this batch: {exc}")

@@ -50,6 +50,7 @@ class Sequence:
     finish_reason: FinishReason | None = None
     arrival: float = field(default_factory=time.monotonic)
     preemptions: int = 0
+    num_cached: int = 0  # prompt tokens taken from the prefix cache at admission
 
     def __post_init__(self) -> None:
         if not self.tokens:
