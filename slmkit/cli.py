@@ -196,6 +196,38 @@ def quantize(
     console.print(f"stored {manifest.name}:{to.lower()}")
 
 
+@app.command()
+def serve(
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Load at start (repeatable); "
+                     "others load on first use. A .gguf path is served under its file name.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[Optional[list[str]], typer.Option("--api-key", help="Required key (repeatable); "
+                       "also SLMKIT_API_KEYS=k1,k2.")] = None,
+    parallel: Annotated[int, typer.Option(min=1, max=256, help="Sequences decoded together per model.")] = 8,
+    context_length: opt.ContextLength = None,
+    threads: opt.Threads = None,
+    max_queue: Annotated[int, typer.Option(min=0, help="Waiting requests per model before 429.")] = 64,
+    request_timeout: Annotated[float, typer.Option(min=1, help="Seconds before a request is stopped.")] = 600,
+    keep_alive: Annotated[float, typer.Option(help="Seconds an idle model stays loaded (<0: forever).")] = 300,
+    no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Recompute every prompt.")] = False,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+):
+    """Serve models over the OpenAI, Ollama and Azure AI Inference APIs."""
+    from slmkit.server.config import ServerConfig
+    from slmkit.server.run import serve as run_server
+
+    config = ServerConfig(
+        host=host, port=port, models=list(model or []),
+        api_keys=set(api_key or []) | ServerConfig.keys_from_env(), parallel=parallel,
+        context_length=context_length, threads=threads, max_queue=max_queue,
+        request_timeout=request_timeout, keep_alive=keep_alive, prefix_caching=not no_prefix_cache,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
+        err_console.print(f"[yellow]warning:[/] serving on {host} without an API key (use --api-key)")
+    run_server(config, log_level=log_level)
+
+
 def main() -> None:
     """Entry point: our errors become one clear line and exit 1, never a traceback.
 

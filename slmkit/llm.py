@@ -17,10 +17,11 @@ from slmkit.backends.llamacpp import LlamaCppModel
 from slmkit.engine.generator import Generator
 from slmkit.engine.text_stream import TextStream
 from slmkit.errors import InvalidParameterError, InvalidRequestError
-from slmkit.sampling import beam_search
+from slmkit.sampling import beam_search, make_constraint
 from slmkit.store.catalog import DEFAULT_MODEL
 from slmkit.store.store import ModelStore
-from slmkit.text import ChatTemplate, guess_builtin_template
+from slmkit.text import ChatTemplate
+from slmkit.text.prompt import PromptFormatter
 from slmkit.types import Message, RequestOutput, SamplingParams, Timings, Usage
 
 
@@ -48,25 +49,25 @@ class LLM:
             context_length=context_length, max_sequences=max_sequences, threads=threads
         )
         self.load_seconds = time.perf_counter() - started
-        self.system_prompt = system_prompt if system_prompt is not None else self.manifest.system
-        self.chat_template = self._make_chat_template()
+        self.formatter = PromptFormatter(
+            self.tokenizer, architecture=self.info.architecture,
+            template=self.manifest.template or self.info.chat_template,
+            system_prompt=system_prompt if system_prompt is not None else self.manifest.system,
+        )
         self.default_params = SamplingParams.from_dict(self.manifest.parameters)
         self._free_seq_ids = list(range(max_sequences - 1, -1, -1))
 
-    def _make_chat_template(self) -> ChatTemplate:
-        tok = self.tokenizer
-        special = tok.special
-        bos = tok.token_text(special.bos) if special.bos is not None else ""
-        eos = tok.token_text(special.eos) if special.eos is not None else ""
-        source = self.manifest.template or self.info.chat_template
-        if source:
-            return ChatTemplate(source, bos_token=bos, eos_token=eos)
-        names = {tok.token_text(t) for t in special.end_of_generation}
-        for marker in ("<|im_start|>", "<|end|>", "<|assistant|>", "<start_of_turn>", "<|eot_id|>"):
-            if tok.token_id(marker) is not None:
-                names.add(marker)
-        return ChatTemplate.builtin(guess_builtin_template(self.info.architecture, names),
-                                    bos_token=bos, eos_token=eos)
+    @property
+    def system_prompt(self) -> str | None:
+        return self.formatter.system_prompt
+
+    @system_prompt.setter
+    def system_prompt(self, value: str | None) -> None:
+        self.formatter.system_prompt = value
+
+    @property
+    def chat_template(self) -> ChatTemplate:
+        return self.formatter.chat_template
 
     @property
     def context_length(self) -> int:
@@ -74,19 +75,11 @@ class LLM:
 
     # -- text -> tokens -------------------------------------------------------------------
     def apply_chat_template(self, messages: Sequence[Message | dict], *, add_generation_prompt: bool = True) -> str:
-        return self.chat_template.render(
-            [Message.coerce(m) for m in messages],
-            add_generation_prompt=add_generation_prompt,
-            system_prompt=self.system_prompt,
-        )
+        return self.formatter.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Tokens of a raw prompt: BOS if the model wants it (and the text does not start with it)."""
-        add_special = self.tokenizer.special.add_bos
-        bos = self.tokenizer.special.bos
-        if add_special and bos is not None and prompt.startswith(self.tokenizer.token_text(bos)):
-            add_special = False
-        return self.tokenizer.encode(prompt, add_special=add_special, parse_special=True)
+        return self.formatter.encode_prompt(prompt)
 
     # -- generation -----------------------------------------------------------------------
     def generate(self, prompt: str | Sequence[int], params: SamplingParams | None = None, *,
@@ -113,7 +106,8 @@ class LLM:
             )
         return Generator(self.runner, params or self.default_params,
                          end_token_ids=self.tokenizer.special.end_of_generation,
-                         seq_id=self._free_seq_ids.pop(), on_close=self._free_seq_ids.append)
+                         seq_id=self._free_seq_ids.pop(), on_close=self._free_seq_ids.append,
+                         constraint=make_constraint(self.tokenizer, params or self.default_params))
 
     def _submit(self, prompt_ids: list[int], params: SamplingParams | None, stream: bool):
         params = params or self.default_params

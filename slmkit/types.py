@@ -46,6 +46,7 @@ class SamplingParams:
     num_beams: int = 1
     length_penalty: float = 1.0
     logprobs: int | None = None  # None: none; k >= 0: the sampled token's logprob and the k best
+    response_format: Literal["text", "json_object"] = "text"
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -70,6 +71,8 @@ class SamplingParams:
         _check_int("num_beams", self.num_beams, minimum=1)
         _check_number("length_penalty", self.length_penalty, minimum=None)
         _check_int("logprobs", self.logprobs, minimum=0, optional=True)
+        if self.response_format not in ("text", "json_object"):
+            raise InvalidParameterError("response_format", "must be 'text' or 'json_object'")
         for i, stop in enumerate(self.stop):
             if not isinstance(stop, str) or stop == "":
                 raise InvalidParameterError(f"stop[{i}]", "must be a non-empty string")

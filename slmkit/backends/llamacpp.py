@@ -171,6 +171,11 @@ class LlamaCppTokenizer:
         self._check_id(token_id)
         return self._piece(token_id, special=True).decode("utf-8", errors="replace")
 
+    @property
+    def vocab_handle(self):
+        """The llama.cpp vocabulary (for grammar constraints)."""
+        return self._vocab
+
     def token_id(self, text: str) -> int | None:
         """The id of a token spelled exactly ``text`` (``<|im_end|>``), or None."""
         ids = self.encode(text, add_special=False, parse_special=True)

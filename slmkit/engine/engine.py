@@ -19,7 +19,7 @@ from slmkit.engine.scheduler import KvOp, Scheduler, SchedulerConfig
 from slmkit.engine.sequence import Sequence, check_prompt_tokens
 from slmkit.engine.text_stream import TextStream
 from slmkit.errors import InvalidParameterError, SlmkitError
-from slmkit.sampling import Sampler
+from slmkit.sampling import Sampler, make_constraint
 from slmkit.sampling.sampler import log_softmax, top_logprobs
 from slmkit.types import RequestOutput, SamplingParams, Timings, TokenLogprob, Usage
 
@@ -47,7 +47,8 @@ class _Active:
     @property
     def plain_greedy(self) -> bool:
         """Argmax of the raw logits: such rows are sampled together in one numpy call."""
-        return self.sampler.params.greedy and not self.sampler.processors and self.seq.params.logprobs is None
+        s = self.sampler
+        return s.params.greedy and not s.processors and s.constraint is None and s.params.logprobs is None
 
 
 class Engine:
@@ -84,7 +85,7 @@ class Engine:
         max_length = context if params.max_tokens is None else min(context, len(ids) + params.max_tokens)
         seq = Sequence(request.request_id, list(ids), params)
         self._active[request.request_id] = _Active(
-            seq, Sampler(params, self.runner.vocab_size), TextStream(self.tokenizer.token_bytes, params.stop),
+            seq, Sampler(params, self.runner.vocab_size, make_constraint(self.tokenizer, params)), TextStream(self.tokenizer.token_bytes, params.stop),
             params.end_token_ids(self.tokenizer.special.end_of_generation), max_length, emit,
         )
         self.scheduler.add(seq)

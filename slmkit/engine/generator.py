@@ -34,6 +34,7 @@ class Generator:
         end_token_ids: frozenset[int] = frozenset(),
         seq_id: int = 0,
         on_close: Callable[[int], None] | None = None,
+        constraint=None,
     ):
         if params.num_beams > 1:
             raise InvalidParameterError(
@@ -43,7 +44,7 @@ class Generator:
         self.params = params
         self.seq_id = seq_id
         self._stop_ids = params.end_token_ids(end_token_ids)
-        self._sampler = Sampler(params, runner.vocab_size)
+        self._sampler = Sampler(params, runner.vocab_size, constraint)
         self._on_close = on_close
         self._tokens: list[int] = []
         self._n_cached = 0  # tokens whose KV the runner holds

@@ -32,9 +32,10 @@ class Sampler:
     sequences share the batch.
     """
 
-    def __init__(self, params: SamplingParams, vocab_size: int):
+    def __init__(self, params: SamplingParams, vocab_size: int, constraint=None):
         self.params = params
         self.vocab_size = vocab_size
+        self.constraint = constraint  # e.g. a GrammarConstraint for response_format json_object
         self.processors = make_logits_processors(params, vocab_size)
         self.warpers = [] if params.greedy else make_logits_warpers(params)
         self.rng = np.random.default_rng(params.seed)
@@ -46,6 +47,17 @@ class Sampler:
         runner's memory); `token_ids` is the whole sequence so far, the first `prompt_len` of
         them the prompt.
         """
+        token = self._pick(logits, token_ids, prompt_len)
+        if self.constraint is not None:
+            if not self.constraint.allows(token):
+                row = self.constraint.mask(self.process(logits, token_ids, prompt_len))
+                if row.max() == -np.inf:
+                    raise InvalidRequestError("the output format allows no token here", param="response_format")
+                token = int(np.argmax(row)) if self.params.greedy else _draw(_unnormalized_probs(row), self.rng.random())
+            self.constraint.accept(token)
+        return token
+
+    def _pick(self, logits: np.ndarray, token_ids: Sequence[int], prompt_len: int) -> int:
         if not self.processors and not self.warpers:
             if self.params.greedy:
                 return int(np.argmax(logits))

@@ -1,0 +1,146 @@
+"""The FastAPI application: routes of the three APIs, auth, limits, errors, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from slmkit import __version__
+from slmkit.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+    SlmkitError,
+)
+from slmkit.server.config import ServerConfig
+from slmkit.server.context import ServerContext
+from slmkit.server.http import api_of, error_response
+from slmkit.server.metrics import Metrics
+from slmkit.server.models import ModelManager
+
+log = logging.getLogger("slmkit.server")
+access_log = logging.getLogger("slmkit.access")
+
+OPEN_PATHS = {"/health", "/"}  # reachable without an API key
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    manager = ModelManager(config)
+    ctx = ServerContext(config=config, manager=manager, metrics=Metrics(manager))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for name in config.models:
+            await manager.get(name)
+        reaper = asyncio.create_task(_unload_idle_models(manager))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            # uvicorn has already waited for open responses (running streams) to finish.
+            await asyncio.to_thread(manager.close, drain=True)
+
+    app = FastAPI(title="slmkit", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.ctx = ctx
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        started = time.perf_counter()
+        path = request.url.path
+        try:
+            _check_auth(request, config)
+            _check_body_size(request, config)
+            response = await call_next(request)
+        except SlmkitError as exc:
+            response = error_response(path, exc)
+        route = request.scope.get("route")
+        route_name = getattr(route, "path", "unmatched")
+        ctx.metrics.requests.labels(route_name, str(response.status_code)).inc()
+        ctx.metrics.duration.labels(route_name).observe(time.perf_counter() - started)
+        access_log.info('%s "%s %s" %d %.1fms', request.client.host if request.client else "-",
+                        request.method, path, response.status_code, 1000 * (time.perf_counter() - started))
+        return response
+
+    @app.exception_handler(SlmkitError)
+    async def slmkit_error(request: Request, exc: SlmkitError):
+        return error_response(request.url.path, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"] if p not in ("body", "query"))
+        return error_response(request.url.path, InvalidRequestError(f"{param}: {first['msg']}", param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            err: SlmkitError = ModelNotFoundError(f"no route {request.method} {request.url.path}")
+            err.code, err.param = "not_found", None
+        else:
+            err = InvalidRequestError(str(exc.detail))
+            err.status_code = exc.status_code
+        return error_response(request.url.path, err)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(request.url.path, SlmkitError(f"internal error: {type(exc).__name__}: {exc}"))
+
+    @app.get("/health")
+    async def health():
+        dead = [name for name, m in manager.loaded.items() if not m.engine.loop.alive]
+        if dead:
+            return JSONResponse({"status": "error", "dead_engines": dead}, status_code=503)
+        return {"status": "ok", "models": sorted(manager.loaded)}
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    from slmkit.server import azure_routes, ollama_routes, openai_routes
+
+    app.include_router(openai_routes.router)
+    app.include_router(ollama_routes.router)
+    app.include_router(azure_routes.router)
+    return app
+
+
+def _check_auth(request: Request, config: ServerConfig) -> None:
+    if not config.api_keys or request.url.path in OPEN_PATHS:
+        return
+    key = request.headers.get("api-key")
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        key = auth[7:].strip()
+    if key is None:
+        raise AuthenticationError("missing API key: send `Authorization: Bearer <key>` or an `api-key` header")
+    if key not in config.api_keys:
+        raise AuthenticationError("invalid API key")
+
+
+def _check_body_size(request: Request, config: ServerConfig) -> None:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
+        raise PayloadTooLargeError(
+            f"the request body is {int(length)} bytes; this server accepts at most {config.max_body_bytes}"
+        )
+
+
+async def _unload_idle_models(manager: ModelManager) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            await asyncio.to_thread(manager.unload_idle)
+        except Exception:  # noqa: BLE001 - the reaper must keep running
+            log.exception("unloading idle models failed")
+
+
+__all__ = ["create_app", "api_of"]

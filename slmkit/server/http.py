@@ -1,0 +1,93 @@
+"""HTTP plumbing shared by the three APIs: JSON bodies in, each API's own error shape out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from slmkit.errors import (
+    InvalidParameterError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    RateLimitError,
+    SlmkitError,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
+    body = await request.body()
+    limit = request.app.state.ctx.config.max_body_bytes
+    if len(body) > limit:
+        raise PayloadTooLargeError(f"the request body is {len(body)} bytes; this server accepts at most {limit}")
+    if not body.strip():
+        if allow_empty:
+            return {}
+        raise InvalidRequestError("the request body is empty; send a JSON object")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    """Validate a decoded body; the first problem becomes a 400 naming the field."""
+    if not isinstance(data, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, str) or not p.startswith(("str", "list")))
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            raise InvalidParameterError(loc, "unrecognized request argument") from None
+        if kind == "missing":
+            raise InvalidParameterError(loc, "required field is missing") from None
+        raise InvalidParameterError(loc or "body", f"{err['msg']} (got {_short(err.get('input'))})") from None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _headers(exc: SlmkitError) -> dict[str, str]:
+    return {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitError) else {}
+
+
+def openai_error(exc: SlmkitError) -> JSONResponse:
+    body = {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}}
+    return JSONResponse(body, status_code=exc.status_code, headers=_headers(exc))
+
+
+def azure_error(exc: SlmkitError) -> JSONResponse:
+    code = exc.code or exc.error_type
+    body = {"error": {"code": code, "message": exc.message, "target": exc.param, "details": [],
+                      "innererror": {"code": exc.error_type}}}
+    return JSONResponse(body, status_code=exc.status_code, headers={**_headers(exc), "x-ms-error-code": code})
+
+
+def ollama_error(exc: SlmkitError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status_code, headers=_headers(exc))
+
+
+def api_of(path: str) -> str:
+    if path.startswith("/api/"):
+        return "ollama"
+    if path.startswith("/v1/") or path in ("/health", "/metrics", "/"):
+        return "openai"
+    return "azure"
+
+
+def error_response(path: str, exc: SlmkitError) -> JSONResponse:
+    return {"ollama": ollama_error, "azure": azure_error}.get(api_of(path), openai_error)(exc)
+
+
+def sse(data: Any) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"

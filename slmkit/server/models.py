@@ -1,0 +1,206 @@
+"""The models a server holds: loaded on first use (or at start), unloaded after idling.
+
+Each loaded chat model is a `ServedModel`: the GGUF, a runner with one KV stream per slot, and
+an `AsyncEngine` whose thread owns them. Loading happens on a worker thread, once per model even
+when many requests ask for it at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator
+
+from slmkit.backends.llamacpp import LlamaCppModel, ModelInfo
+from slmkit.engine.async_engine import AsyncEngine
+from slmkit.engine.engine import Engine, Request
+from slmkit.errors import ContextLengthError, ModelNotFoundError, RateLimitError
+from slmkit.server.config import ServerConfig
+from slmkit.store.manifest import Manifest
+from slmkit.store.store import ModelStore, _looks_like_path
+from slmkit.text.prompt import PromptFormatter
+from slmkit.types import RequestOutput, SamplingParams
+
+log = logging.getLogger("slmkit.server")
+
+DEFAULT_CONTEXT = 4096
+
+
+@dataclass(eq=False)
+class ServedModel:
+    name: str  # the store reference ("smollm2:original") or the file stem of a bare GGUF
+    path: Path
+    manifest: Manifest
+    model: LlamaCppModel
+    engine: AsyncEngine
+    formatter: PromptFormatter
+    default_params: SamplingParams
+    load_seconds: float
+    loaded_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.monotonic)
+    keep_alive: float = 300.0
+    active_requests: int = 0
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.model.info
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.engine.runner.context_length
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    @property
+    def expires_at(self) -> float:
+        return time.time() + max(0.0, self.keep_alive - (time.monotonic() - self.last_used))
+
+    def check_fits(self, prompt_tokens: int, max_tokens: int | None, *, max_tokens_param: str) -> None:
+        """Prompt plus the tokens asked for must fit the context (vLLM / OpenAI's 400)."""
+        context = self.context_length
+        if prompt_tokens >= context:
+            raise ContextLengthError(
+                f"this model's context holds {context} tokens, but the prompt is {prompt_tokens} "
+                "tokens; shorten the prompt"
+            )
+        if max_tokens is not None and prompt_tokens + max_tokens > context:
+            raise ContextLengthError(
+                f"this model's context holds {context} tokens, but {prompt_tokens + max_tokens} were "
+                f"asked for ({prompt_tokens} in the prompt, {max_tokens} in {max_tokens_param}); "
+                f"lower {max_tokens_param} to at most {context - prompt_tokens} or shorten the prompt"
+            )
+
+    def admit(self, prompt_ids: list[int], params: SamplingParams, max_queue: int) -> None:
+        """Refuse now, before any response starts: a full queue (429) or a bad prompt (400)."""
+        snapshot = self.engine.snapshot
+        slots = self.engine.engine.runner.max_sequences
+        waiting = max(snapshot.waiting, self.active_requests - slots)
+        if waiting >= max_queue:
+            raise RateLimitError(
+                f"{waiting} requests are already waiting for {self.name} (limit {max_queue}); retry shortly",
+                retry_after=max(1, round(waiting / slots)),
+            )
+        self.engine.engine.validate(Request(prompt_ids, params))
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
+                       max_queue: int) -> AsyncIterator[RequestOutput]:
+        self.active_requests += 1
+        self.last_used = time.monotonic()
+        try:
+            async for out in self.engine.generate(Request(prompt_ids, params, request_id)):
+                yield out
+        finally:
+            self.active_requests -= 1
+            self.last_used = time.monotonic()
+
+    def close(self) -> None:
+        self.engine.stop(drain=False, timeout=30)
+        self.engine.engine.runner.close()
+        self.model.close()
+
+
+class ModelManager:
+    def __init__(self, config: ServerConfig, store: ModelStore | None = None):
+        self.config = config
+        self.store = store or ModelStore(config.store_home, progress=False)
+        self.loaded: dict[str, ServedModel] = {}
+        self._aliases: dict[str, str] = {}  # what clients may call a model -> its loaded name
+        self._loading: dict[str, asyncio.Task] = {}
+        self._paths_allowed: set[str] = {m for m in config.models if _is_path(m)}
+
+    async def get(self, reference: str, *, keep_alive: float | None = None) -> ServedModel:
+        """The loaded model for a name, loading it if needed (404 for unknown names)."""
+        if not isinstance(reference, str) or not reference.strip():
+            raise ModelNotFoundError("model: a model name is required (e.g. smollm2)")
+        reference = reference.strip()
+        key = self._aliases.get(reference, reference)
+        served = self.loaded.get(key)
+        if served is None:
+            task = self._loading.get(key)
+            if task is None:
+                task = asyncio.create_task(self._load(reference))
+                self._loading[key] = task
+                task.add_done_callback(lambda _t, k=key: self._loading.pop(k, None))
+            served = await asyncio.shield(task)
+        if keep_alive is not None:
+            served.keep_alive = keep_alive
+        served.last_used = time.monotonic()
+        return served
+
+    async def _load(self, reference: str) -> ServedModel:
+        if _is_path(reference) and reference not in self._paths_allowed:
+            raise ModelNotFoundError(
+                f"unknown model {reference!r}: model files are served only when given to "
+                "`slm serve --model PATH`; ask for a model by name (see GET /v1/models)"
+            )
+        resolved = await asyncio.to_thread(self.store.resolve, reference)
+        name = Path(resolved.name).stem if _is_path(reference) else resolved.name
+        if name in self.loaded:  # "smollm2" and "smollm2:original" are the same model
+            self._aliases[reference] = name
+            return self.loaded[name]
+        log.info("loading %s from %s", name, resolved.path)
+        served = await asyncio.to_thread(self._build, name, resolved.path, resolved.manifest)
+        self.loaded[name] = served
+        for alias in {reference, name, str(resolved.path)}:
+            self._aliases[alias] = name
+        log.info("loaded %s in %.1f s (context %d per sequence, %d sequences)", name,
+                 served.load_seconds, served.context_length, self.config.parallel)
+        return served
+
+    def _build(self, name: str, path: Path, manifest: Manifest) -> ServedModel:
+        started = time.perf_counter()
+        cfg = self.config
+        model = LlamaCppModel(path)
+        try:
+            context = cfg.context_length or min(model.info.context_length or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
+            runner = model.create_runner(context_length=context, max_sequences=cfg.parallel,
+                                         max_batch_tokens=cfg.max_batch_tokens, threads=cfg.threads,
+                                         unified_kv=False)
+        except Exception:
+            model.close()
+            raise
+        engine = Engine(runner, model.tokenizer, prefix_caching=cfg.prefix_caching,
+                        max_chunk_per_sequence=cfg.max_chunk_per_sequence)
+        formatter = PromptFormatter(model.tokenizer, architecture=model.info.architecture,
+                                    template=manifest.template or model.info.chat_template,
+                                    system_prompt=manifest.system)
+        return ServedModel(
+            name=name, path=path, manifest=manifest, model=model,
+            engine=AsyncEngine(engine, name=f"engine-{name}"), formatter=formatter,
+            default_params=SamplingParams.from_dict(manifest.parameters),
+            load_seconds=time.perf_counter() - started, keep_alive=cfg.keep_alive,
+        )
+
+    def unload(self, name: str) -> bool:
+        served = self.loaded.pop(name, None)
+        if served is None:
+            return False
+        for alias in [a for a, n in self._aliases.items() if n == name]:
+            del self._aliases[alias]
+        served.close()
+        log.info("unloaded %s", name)
+        return True
+
+    def unload_idle(self) -> list[str]:
+        """Unload models idle past their keep-alive (never one with requests in flight)."""
+        now = time.monotonic()
+        idle = [name for name, m in self.loaded.items()
+                if m.keep_alive >= 0 and m.active_requests == 0 and now - m.last_used >= m.keep_alive]
+        for name in idle:
+            self.unload(name)
+        return idle
+
+    def close(self, *, drain: bool = True) -> None:
+        for served in list(self.loaded.values()):
+            served.engine.stop(drain=drain, timeout=60)
+        for name in list(self.loaded):
+            self.unload(name)
+
+
+def _is_path(reference: str) -> bool:
+    return _looks_like_path(reference)

@@ -1,0 +1,182 @@
+"""OpenAI-shaped request bodies (also what Azure AI Inference sends), converted once into our
+types. Unknown fields are refused like OpenAI does; vLLM's extras (top_k, min_p,
+repetition_penalty, ignore_eos, stop_token_ids) are accepted."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from slmkit.errors import InvalidParameterError
+from slmkit.types import Message, SamplingParams
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Open):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Union[str, list[TextPart], None] = None
+    name: str | None = None
+
+    def to_message(self, index: int) -> Message:
+        content = self.content
+        if isinstance(content, list):
+            content = "".join(part.text for part in content)
+        if content is None:
+            raise InvalidParameterError(f"messages[{index}].content", "must be text")
+        return Message("system" if self.role == "developer" else self.role, content)
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class ResponseFormat(_Open):
+    type: Literal["text", "json_object", "json_schema"]
+
+
+class _Sampling(_Strict):
+    """Fields the chat and completions endpoints share."""
+
+    model: str
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: StrictInt = Field(1, ge=1, le=16)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    stop: Union[str, list[str], None] = None
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    seed: StrictInt | None = None
+    user: str | None = None
+    # vLLM / llama-server extras
+    top_k: StrictInt | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0)
+    ignore_eos: StrictBool = False
+    stop_token_ids: list[StrictInt] | None = None
+
+    def sampling_params(self, defaults: SamplingParams, *, max_tokens: int | None,
+                        logprobs: int | None) -> SamplingParams:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stop) > 4:
+            raise InvalidParameterError("stop", f"at most 4 stop sequences, got {len(stop)}")
+        given = {
+            "temperature": self.temperature, "top_p": self.top_p, "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty, "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+            "top_k": None if self.top_k is None else max(0, self.top_k),
+        }
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        bias = {}
+        for key, value in (self.logit_bias or {}).items():
+            try:
+                token_id = int(key)
+            except ValueError:
+                raise InvalidParameterError("logit_bias", f"keys must be token ids, got {key!r}") from None
+            if not -100 <= value <= 100:
+                raise InvalidParameterError("logit_bias", f"bias for {key} must be in [-100, 100]")
+            bias[token_id] = value
+        changes.update(
+            max_tokens=max_tokens, stop=stop, seed=self.seed, logit_bias=bias, logprobs=logprobs,
+            ignore_eos=self.ignore_eos, stop_token_ids=list(self.stop_token_ids or []),
+        )
+        return defaults.updated(**changes)
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    logprobs: StrictBool = False
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[dict] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    modalities: list[str] | None = None  # Azure AI Inference
+
+    @property
+    def token_limit(self) -> tuple[int | None, str]:
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens, "max_completion_tokens"
+        return self.max_tokens, "max_tokens"
+
+    def to_messages(self) -> list[Message]:
+        return [m.to_message(i) for i, m in enumerate(self.messages)]
+
+    def check_supported(self) -> None:
+        if self.tools:
+            raise InvalidParameterError("tools", "tool calling is not supported by this server yet")
+        if self.response_format is not None and self.response_format.type == "json_schema":
+            raise InvalidParameterError("response_format", "json_schema is not supported yet; use "
+                                        "{\"type\": \"json_object\"}")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidParameterError("top_logprobs", "needs logprobs: true")
+
+    def params(self, defaults: SamplingParams) -> SamplingParams:
+        limit, _ = self.token_limit
+        logprobs = (self.top_logprobs or 0) if self.logprobs else None
+        params = self.sampling_params(defaults, max_tokens=limit, logprobs=logprobs)
+        if self.response_format is not None and self.response_format.type == "json_object":
+            params = params.updated(response_format="json_object")
+        return params
+
+
+class CompletionRequest(_Sampling):
+    prompt: Union[str, list[str], list[StrictInt], list[list[StrictInt]]]
+    max_tokens: StrictInt | None = Field(16, ge=1)
+    logprobs: StrictInt | None = Field(None, ge=0, le=5)
+    echo: StrictBool = False
+    suffix: str | None = None
+    best_of: StrictInt | None = None
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: text, or token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if not p:
+            raise InvalidParameterError("prompt", "must not be empty")
+        if all(isinstance(x, int) for x in p):
+            return [list(p)]
+        return list(p)
+
+    def check_supported(self) -> None:
+        if self.suffix:
+            raise InvalidParameterError("suffix", "fill-in-the-middle is not supported by this model server")
+        if self.best_of not in (None, self.n):
+            raise InvalidParameterError("best_of", "only best_of equal to n is supported")
+
+    def params(self, defaults: SamplingParams) -> SamplingParams:
+        return self.sampling_params(defaults, max_tokens=self.max_tokens, logprobs=self.logprobs)
+
+
+class EmbeddingRequest(_Strict):
+    model: str
+    input: Union[str, list[str], list[StrictInt], list[list[StrictInt]]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: StrictInt | None = Field(None, ge=1)
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        if isinstance(self.input, str):
+            return [self.input]
+        if self.input and all(isinstance(x, str) for x in self.input):
+            return list(self.input)
+        if not self.input:
+            raise InvalidParameterError("input", "must not be empty")
+        raise InvalidParameterError("input", "token-id input is not supported; send text")
