@@ -33,3 +33,15 @@ def llm(slmkit_home):
     model = LLM("smollm2:original", context_length=2048)
     yield model
     model.close()
+
+
+@pytest.fixture(scope="session")
+def server(slmkit_home):
+    """One real `slm serve` for the API tests: SmolLM2 loaded, 16 sequences together."""
+    from server_process import ServerProcess
+
+    proc = ServerProcess("--model", "smollm2", "--parallel", "16", "--context-length", "2048")
+    yield proc
+    code = proc.stop()
+    # uvicorn re-raises the SIGTERM it handled, after a graceful shutdown.
+    assert code in (0, -15) and "Application shutdown complete" in proc.logs(), proc.logs()

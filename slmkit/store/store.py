@@ -98,7 +98,7 @@ class ModelStore:
             if not auto_pull or not entry.bundled:
                 raise ModelNotFoundError(import_instructions(entry) if not entry.bundled else
                                          f"{name} is not pulled yet; run `slm pull {name}`")
-            manifest = self.pull(name)
+            manifest = self.pull(name, variants=False)
         tag = tag or manifest.default_variant
         if tag not in manifest.variants:
             raise ModelNotFoundError(
@@ -135,8 +135,12 @@ class ModelStore:
         return found
 
     # -- adding ---------------------------------------------------------------------------
-    def pull(self, name: str) -> Manifest:
-        """Register a bundled model (offline); a catalogue-only model explains how to import it."""
+    def pull(self, name: str, *, variants: bool = True) -> Manifest:
+        """Register a bundled model (offline); a catalogue-only model explains how to import it.
+
+        ``variants``: also build and check the faster Q8_0 variant (a minute of work; an
+        explicit `slm pull` does it, the automatic pull on first use does not).
+        """
         name, tag = parse_reference(name)
         entry = CATALOG.get(name)
         if entry is None:
@@ -147,8 +151,9 @@ class ModelStore:
         if name == "smollm2":
             manifest = self._manifest_for(entry, {"original": str(locate_smollm2())})
             manifest.save(folder)
-            self._make_default_q8(manifest, folder)
-            manifest = Manifest.load(folder)
+            if variants:
+                self._make_default_q8(manifest, folder)
+                manifest = Manifest.load(folder)
         else:
             target = folder / "model.gguf"
             if not target.is_file():

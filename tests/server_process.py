@@ -1,0 +1,69 @@
+"""A real `slm serve` in a subprocess on 127.0.0.1, for the server tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+SLM = str(Path(sys.executable).with_name("slm"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 120):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="slm-serve-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [SLM, "serve", "--port", str(self.port), *args], stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"slm serve exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if httpx.get(f"{self.base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"slm serve did not become healthy:\n{self.logs()}")
+            time.sleep(0.2)
+
+    def logs(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def metrics(self, headers: dict | None = None) -> dict[str, float]:
+        """Unlabelled view of /metrics: ``{"name{labels}": value}``."""
+        text = httpx.get(f"{self.base}/metrics", headers=headers or {}, timeout=10).text
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                values[key] = float(value)
+        return values
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
