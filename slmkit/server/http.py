@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -43,13 +44,17 @@ def parse_model(model: type[M], data: Any) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, str) or not p.startswith(("str", "list")))
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p)))
         kind = err["type"]
         if kind == "extra_forbidden":
             raise InvalidParameterError(loc, "unrecognized request argument") from None
         if kind == "missing":
             raise InvalidParameterError(loc, "required field is missing") from None
         raise InvalidParameterError(loc or "body", f"{err['msg']} (got {_short(err.get('input'))})") from None
+
+
+# pydantic names the union member it tried in an error's location ("stop.list[str]"): not a field.
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|function-.*|[A-Z]\w*)$")
 
 
 def _short(value: Any) -> str:

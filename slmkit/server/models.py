@@ -57,7 +57,10 @@ class ServedModel:
         return self.path.stat().st_size
 
     @property
-    def expires_at(self) -> float:
+    def expires_at(self) -> float | None:
+        """Unix time this model unloads if still idle; None when kept forever."""
+        if self.keep_alive < 0:
+            return None
         return time.time() + max(0.0, self.keep_alive - (time.monotonic() - self.last_used))
 
     def check_fits(self, prompt_tokens: int, max_tokens: int | None, *, max_tokens_param: str) -> None:
@@ -80,12 +83,14 @@ class ServedModel:
         snapshot = self.engine.snapshot
         slots = self.engine.engine.runner.max_sequences
         waiting = max(snapshot.waiting, self.active_requests - slots)
-        if waiting >= max_queue:
+        if self.active_requests >= slots and waiting >= max_queue:
             raise RateLimitError(
-                f"{waiting} requests are already waiting for {self.name} (limit {max_queue}); retry shortly",
+                f"all {slots} sequence slots of {self.name} are busy and {waiting} requests wait "
+                f"(limit {max_queue}); retry shortly",
                 retry_after=max(1, round(waiting / slots)),
             )
         self.engine.engine.validate(Request(prompt_ids, params))
+        log.debug("admitted: %d active, %d waiting", self.active_requests, waiting)
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
                        max_queue: int) -> AsyncIterator[RequestOutput]:

@@ -415,7 +415,7 @@ def minilm_facts() -> EmbeddingModel:
     by_dtype: dict[str, int] = {}
     for name, tensor in header.items():
         if name != "__metadata__" and tensor["dtype"].startswith(("F", "BF")):  # not the I64 position ids
-            by_dtype[tensor["dtype"]] = by_dtype.get(tensor["dtype"], 0) + _product(tensor["shape"])
+            by_dtype[tensor["dtype"]] = by_dtype.get(tensor["dtype"], 0) + math.prod(tensor["shape"])
     parameters = sum(by_dtype.values())
     dtype = max(by_dtype, key=by_dtype.get, default="F32")
     config = json.loads((folder / "config.json").read_text())
@@ -432,13 +432,6 @@ def minilm_facts() -> EmbeddingModel:
                  "parameter_size": format_parameters(parameters), "quantization_level": dtype},
         model_info=info,
     )
-
-
-def _product(shape: list[int]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
 
 
 def show_minilm() -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from slmkit.errors import InvalidParameterError, ModelNotFoundError
+from slmkit.errors import InvalidParameterError, ModelNotFoundError, SlmkitError
 from slmkit.server.context import ServerContext
 from slmkit.server.generation import Completion, collect, new_id, seeds_for, stream_tokens
 from slmkit.server.http import parse_model, read_json, sse
@@ -63,7 +63,7 @@ async def run_chat(ctx: ServerContext, req: ChatCompletionRequest):
     streams = [ctx.stream(served, prompt_ids, p) for p in seeds_for(params, req.n)]
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        body = _chat_sse(served, streams, rid, created, req.model, include_usage, req.logprobs, req.n)
+        body = _guarded(_chat_sse(served, streams, rid, created, req.model, include_usage, req.logprobs, req.n))
         return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
     done = await asyncio.gather(*(collect(s) for s in streams))
     choices = [{
@@ -122,8 +122,8 @@ async def completions(request: Request):
     echoes = [served.model.tokenizer.decode(ids) if req.echo else "" for ids in prompts for _ in range(req.n)]
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        body = _completion_sse(served, streams, echoes, rid, created, req.model, include_usage, req.logprobs,
-                              req.n)
+        body = _guarded(_completion_sse(served, streams, echoes, rid, created, req.model, include_usage,
+                                        req.logprobs, req.n))
         return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
     done = await asyncio.gather(*(collect(s) for s in streams))
     choices = [{
@@ -176,6 +176,18 @@ async def embeddings(request: Request):
 
 
 # -- helpers ------------------------------------------------------------------------------
+async def _guarded(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Once streaming has begun the status is sent: an error becomes an SSE ``error`` event."""
+    try:
+        async for event in events:
+            yield event
+    except SlmkitError as exc:
+        yield sse({"error": {"message": exc.message, "type": exc.error_type, "param": exc.param,
+                             "code": exc.code}})
+    finally:
+        await events.aclose()
+
+
 async def _merge(streams: list[AsyncIterator[RequestOutput]]) -> AsyncIterator[tuple[int, RequestOutput]]:
     """Interleave several choices' deltas as they come; closing this closes (aborts) them all."""
     if len(streams) == 1:

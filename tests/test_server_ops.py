@@ -1,0 +1,107 @@
+"""Operations: API keys, queue limit (429), timeouts, keep-alive unload, graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+from server_process import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+KEY = "sk-test-123"
+LONG = {"model": "smollm2", "prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True,
+        "temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def guarded(slmkit_home):
+    """One slot, no queue, a 2 s keep-alive, and an API key."""
+    proc = ServerProcess("--parallel", "1", "--max-queue", "0", "--keep-alive", "2",
+                         "--context-length", "1024", "--api-key", KEY)
+    yield proc
+    proc.stop()
+
+
+def auth(key=KEY):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_api_keys_are_required_except_for_health(guarded):
+    assert httpx.get(f"{guarded.base}/health").status_code == 200
+    missing = httpx.get(f"{guarded.base}/v1/models")
+    assert missing.status_code == 401 and "API key" in missing.json()["error"]["message"]
+    assert httpx.get(f"{guarded.base}/v1/models", headers=auth("wrong")).status_code == 401
+    assert httpx.get(f"{guarded.base}/api/tags").json() == {"error": "missing API key: send `Authorization: "
+                                                                     "Bearer <key>` or an `api-key` header"}
+    assert httpx.get(f"{guarded.base}/v1/models", headers={"api-key": KEY}).status_code == 200
+    client = openai.OpenAI(base_url=f"{guarded.base}/v1", api_key=KEY, max_retries=0)
+    assert client.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=2,
+                                     temperature=0).choices[0].text.startswith(" Paris")
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{guarded.base}/v1", api_key="nope", max_retries=0).models.list()
+
+
+def test_a_full_queue_answers_429_with_retry_after(guarded):
+    started = threading.Event()
+
+    def occupy():
+        with httpx.stream("POST", f"{guarded.base}/v1/completions", json={**LONG, "stream": True},
+                          headers=auth(), timeout=30) as r:
+            for _ in r.iter_lines():
+                started.set()
+
+    worker = threading.Thread(target=occupy)
+    worker.start()
+    assert started.wait(30)
+    busy = httpx.post(f"{guarded.base}/v1/completions", json={**LONG, "max_tokens": 2}, headers=auth())
+    assert busy.status_code == 429 and int(busy.headers["retry-after"]) >= 1
+    assert busy.json()["error"]["type"] == "rate_limit_error"
+    worker.join()
+
+
+def test_requests_past_the_time_limit_are_stopped(slmkit_home):
+    proc = ServerProcess("--model", "smollm2", "--parallel", "2", "--request-timeout", "2",
+                         "--context-length", "2048")
+    try:
+        body = {**LONG, "max_tokens": 2000}
+        r = httpx.post(f"{proc.base}/v1/completions", json=body, timeout=30)
+        assert r.status_code == 504 and "2 s" in r.json()["error"]["message"]
+        with httpx.stream("POST", f"{proc.base}/v1/completions", json={**body, "stream": True}, timeout=30) as s:
+            events = [line for line in s.iter_lines() if line.startswith("data: ")]
+        assert len(events) > 1 and json.loads(events[-1][6:])["error"]["code"] == "timeout"
+        time.sleep(0.5)
+        m = proc.metrics()
+        assert m['slmkit_running_sequences{model="smollm2:original"}'] == 0
+        assert m['slmkit_kv_cache_used_cells{model="smollm2:original"}'] == 0
+    finally:
+        proc.stop()
+
+
+def test_idle_models_unload_after_keep_alive(guarded):
+    httpx.post(f"{guarded.base}/v1/completions", json={**LONG, "max_tokens": 1}, headers=auth(), timeout=30)
+    assert httpx.get(f"{guarded.base}/health").json()["models"] == ["smollm2:original"]
+    deadline = time.monotonic() + 15
+    while httpx.get(f"{guarded.base}/health").json()["models"]:
+        assert time.monotonic() < deadline, "the model stayed loaded past its keep-alive"
+        time.sleep(0.5)
+
+
+def test_shutdown_lets_running_streams_finish(slmkit_home):
+    proc = ServerProcess("--model", "smollm2", "--parallel", "2", "--context-length", "1024")
+    body = {**LONG, "max_tokens": 60, "stream": True}
+    with httpx.stream("POST", f"{proc.base}/v1/completions", json=body, timeout=60) as s:
+        lines = s.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        stopper = threading.Thread(target=proc.stop)
+        stopper.start()
+        rest = [line for line in lines if line.startswith("data: ")]
+    stopper.join()
+    assert first and rest[-1] == "data: [DONE]"
+    finals = [json.loads(x[6:])["choices"][0]["finish_reason"] for x in rest[:-1]]
+    assert finals[-1] == "length"
+    assert "Application shutdown complete" in proc.logs()
