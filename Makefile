@@ -71,6 +71,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/decode.py
+	$(PY) benchmarks/engine_step.py
 	$(PY) benchmarks/serve.py
 
 clean:

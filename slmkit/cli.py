@@ -211,10 +211,12 @@ def serve(
     request_timeout: Annotated[float, typer.Option(min=1, help="Seconds before a request is stopped.")] = 600,
     keep_alive: Annotated[float, typer.Option(help="Seconds an idle model stays loaded (<0: forever).")] = 300,
     no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Recompute every prompt.")] = False,
+    batch_invariant: Annotated[bool, typer.Option("--batch-invariant", help="Prefill in chunks of < 64 "
+                               "tokens so every answer is bit-identical whatever the batch or cache.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ):
     """Serve models over the OpenAI, Ollama and Azure AI Inference APIs."""
-    from slmkit.server.config import ServerConfig
+    from slmkit.server.config import BATCH_INVARIANT_CHUNK, ServerConfig
     from slmkit.server.run import serve as run_server
 
     config = ServerConfig(
@@ -222,6 +224,7 @@ def serve(
         api_keys=set(api_key or []) | ServerConfig.keys_from_env(), parallel=parallel,
         context_length=context_length, threads=threads, max_queue=max_queue,
         request_timeout=request_timeout, keep_alive=keep_alive, prefix_caching=not no_prefix_cache,
+        max_chunk_per_sequence=BATCH_INVARIANT_CHUNK if batch_invariant else None,
     )
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         err_console.print(f"[yellow]warning:[/] serving on {host} without an API key (use --api-key)")

@@ -124,3 +124,34 @@ def test_prefix_reuse_on_smollm2_gives_the_tokens_of_a_cold_run(llm):
         cold_runner.close()
         runner.close()
         model.close()
+
+
+@pytest.mark.slow
+def test_long_prompts_are_batch_invariant_with_chunks_under_64(llm):
+    """Prompts of 100-300 tokens, prefilled in slices next to other sequences, reusing cached
+    prefixes: with max_chunk_per_sequence=63 every answer equals the one computed alone."""
+    from slmkit.backends.llamacpp import LlamaCppModel
+
+    model = LlamaCppModel(llm.model.path)
+    runner = model.create_runner(context_length=1024, max_sequences=6, unified_kv=False)
+    alone_runner = model.create_runner(context_length=1024, max_sequences=1, unified_kv=False)
+    try:
+        story = "The river rose slowly through the night while the village slept. " * 12
+        prompts = [llm.encode_prompt(llm.apply_chat_template([{"role": "user", "content": story[: 150 * (i + 2)]
+                                                                + f" Question {i}: what rose?"}]))
+                   for i in range(6)]
+        assert min(len(p) for p in prompts) > 64
+        params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+        alone_engine = Engine(alone_runner, model.tokenizer, prefix_caching=False, max_chunk_per_sequence=63)
+        alone = [tokens_of(collect(alone_engine, [Request(p, params, f"a{i}")])[f"a{i}"])
+                 for i, p in enumerate(prompts)]
+        engine = Engine(runner, model.tokenizer, max_chunk_per_sequence=63, max_batch_tokens=128)
+        for round_ in range(2):  # the second round reuses the cached prefixes of the first
+            together = collect(engine, [Request(p, params, f"{round_}-{i}") for i, p in enumerate(prompts)])
+            got = [tokens_of(together[f"{round_}-{i}"]) for i in range(6)]
+            assert got == alone, sum(a != b for a, b in zip(got, alone))
+        assert together["1-0"][-1].usage.cached_tokens > 0
+    finally:
+        alone_runner.close()
+        runner.close()
+        model.close()

@@ -6,6 +6,11 @@ import os
 from dataclasses import dataclass, field
 
 
+# Below 64 query rows per sequence llama.cpp's CPU flash attention never takes its tiled kernel,
+# whose rounding differs: every token is then computed the same way in any batch or cache state.
+BATCH_INVARIANT_CHUNK = 63
+
+
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"  # loopback unless told otherwise
