@@ -93,8 +93,14 @@ def generate(
 
 
 @app.command("list")
-def list_models(json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False):
+def list_models(
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    remote: Annotated[bool, typer.Option("--remote", help="Cloud and remote providers instead.")] = False,
+):
     """Models in the store, and the catalogue names you can pull or import."""
+    if remote:
+        _list_remote(json_output)
+        return
     variants = ModelStore().list()
     if json_output:
         console.print_json(json.dumps([
@@ -114,6 +120,25 @@ def list_models(json_output: Annotated[bool, typer.Option("--json", help="Machin
         for e in missing:
             table.add_row(e.name, e.title, e.parameters, str(e.context_length), "yes" if e.bundled else "no")
         console.print(table)
+
+
+def _list_remote(json_output: bool) -> None:
+    from slmkit.providers.registry import configured_providers, get_provider, load_config
+
+    config = load_config()
+    rows = []
+    for name, ok, detail in configured_providers(config):
+        models = get_provider(name, config=config).known_models() if ok else []
+        rows.append({"provider": name, "configured": ok, "detail": detail, "models": [f"{name}:{m}" for m in models]})
+    if json_output:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("PROVIDER", "CONFIGURED", "DETAIL", "KNOWN PHI MODELS", box=None)
+    for row in rows:
+        table.add_row(row["provider"], "yes" if row["configured"] else "no", row["detail"],
+                      "\n".join(row["models"]) or "-")
+    console.print(table)
+    console.print("Use a model string with run, generate and serve, e.g. `slm run github:Phi-3.5-mini-instruct`.")
 
 
 @app.command()

@@ -115,3 +115,84 @@ class BackendUnavailableError(SlmkitError):
 
     status_code = 501
     error_type = "not_implemented"
+
+
+class MissingCredentialError(SlmkitError):
+    """A remote provider needs a credential or endpoint that is not configured; `variable` names
+    the environment variable to set (a server configuration problem, hence HTTP 500)."""
+
+    status_code = 500
+    error_type = "server_error"
+
+    def __init__(self, provider: str, variable: str, message: str):
+        super().__init__(message, code="missing_credential")
+        self.provider = provider
+        self.variable = variable
+
+
+class ProviderConfigError(SlmkitError):
+    """``providers.toml`` cannot be read or names something unknown."""
+
+    status_code = 500
+    error_type = "server_error"
+
+
+class ProviderError(SlmkitError):
+    """A remote provider failed or refused a request (HTTP 502 unless a subclass says otherwise).
+
+    `provider` is its name ("github", "ollama", ...); `upstream_status` the HTTP status it
+    answered with, None when no answer came (connection failure, broken stream)."""
+
+    status_code = 502
+    error_type = "provider_error"
+
+    def __init__(self, message: str, *, provider: str, upstream_status: int | None = None,
+                 param: str | None = None, code: str | None = None):
+        super().__init__(message, param=param, code=code)
+        self.provider = provider
+        self.upstream_status = upstream_status
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused our credential (its 401) or its access (its 403)."""
+
+    error_type = "provider_authentication_error"
+
+
+class ProviderNotFoundError(ProviderError):
+    """The provider does not know the model (or the base URL points to the wrong place)."""
+
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class ProviderRequestError(ProviderError):
+    """The provider rejected the request itself (its 400 / 413 / 422)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ProviderRateLimitError(ProviderError):
+    """The provider kept answering 429; `retry_after` is its wait in seconds when it said one."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, provider: str, retry_after: float | None = None):
+        super().__init__(message, provider=provider, upstream_status=429, code="rate_limit_exceeded")
+        self.retry_after = retry_after
+
+
+class ProviderUnavailableError(ProviderError):
+    """The provider cannot be reached, or kept failing with 5xx after the retries."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+
+class ProviderTimeoutError(ProviderError):
+    """The provider sent nothing for longer than the read timeout."""
+
+    status_code = 504
+    error_type = "timeout"

@@ -26,7 +26,21 @@ from slmkit.types import Message, RequestOutput, SamplingParams, Timings, Usage
 
 
 class LLM:
-    """A local model: store name (``smollm2``, ``smollm2:original``) or a path to a ``.gguf``."""
+    """A local model: store name (``smollm2``, ``smollm2:original``) or a path to a ``.gguf``.
+
+    A provider model string (``github:Phi-3.5-mini-instruct``, ``ollama:phi3.5``, ...) gives a
+    `RemoteLLM` with the same ``chat`` / ``generate`` API instead.
+    """
+
+    def __new__(cls, model: str = DEFAULT_MODEL, *args, **kwargs):
+        if cls is LLM and isinstance(model, str):
+            from slmkit.providers.registry import parse_model_string
+
+            if parse_model_string(model) is not None:
+                from slmkit.remote_llm import RemoteLLM
+
+                return RemoteLLM(model, **kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,

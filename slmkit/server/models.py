@@ -17,8 +17,10 @@ from typing import AsyncIterator
 from slmkit.backends.llamacpp import LlamaCppModel, ModelInfo
 from slmkit.engine.async_engine import AsyncEngine
 from slmkit.engine.engine import Engine, Request
-from slmkit.errors import ContextLengthError, ModelNotFoundError, RateLimitError
+from slmkit.errors import ContextLengthError, InvalidRequestError, ModelNotFoundError, RateLimitError
+from slmkit.providers.registry import get_provider, parse_model_string
 from slmkit.server.config import ServerConfig
+from slmkit.server.remote import RemoteModel
 from slmkit.store.manifest import Manifest
 from slmkit.store.store import ModelStore, _looks_like_path
 from slmkit.text.prompt import PromptFormatter
@@ -114,15 +116,27 @@ class ModelManager:
         self.config = config
         self.store = store or ModelStore(config.store_home, progress=False)
         self.loaded: dict[str, ServedModel] = {}
+        self.remote: dict[str, RemoteModel] = {}  # gateway models, by model string
         self._aliases: dict[str, str] = {}  # what clients may call a model -> its loaded name
         self._loading: dict[str, asyncio.Task] = {}
         self._paths_allowed: set[str] = {m for m in config.models if _is_path(m)}
 
-    async def get(self, reference: str, *, keep_alive: float | None = None) -> ServedModel:
-        """The loaded model for a name, loading it if needed (404 for unknown names)."""
+    async def get(self, reference: str, *, keep_alive: float | None = None,
+                  remote_ok: bool = False) -> ServedModel | RemoteModel:
+        """The loaded model for a name, loading it if needed (404 for unknown names).
+
+        Provider model strings give a `RemoteModel` where the route can forward (``remote_ok``).
+        """
         if not isinstance(reference, str) or not reference.strip():
             raise ModelNotFoundError("model: a model name is required (e.g. smollm2)")
         reference = reference.strip()
+        parsed = parse_model_string(reference)
+        if parsed is not None:
+            if not remote_ok:
+                raise InvalidRequestError(
+                    f"{reference} is a provider model: this server forwards it on the OpenAI and Azure "
+                    "chat and completions routes only", param="model")
+            return self._remote(reference, *parsed)
         key = self._aliases.get(reference, reference)
         served = self.loaded.get(key)
         if served is None:
@@ -136,6 +150,14 @@ class ModelManager:
             served.keep_alive = keep_alive
         served.last_used = time.monotonic()
         return served
+
+    def _remote(self, reference: str, provider_name: str, provider_model: str) -> RemoteModel:
+        """A provider model: built once (no weights to load), credentials checked now."""
+        remote = self.remote.get(reference)
+        if remote is None:
+            remote = RemoteModel(reference, get_provider(provider_name), provider_model)
+            self.remote[reference] = remote
+        return remote
 
     async def _load(self, reference: str) -> ServedModel:
         if _is_path(reference) and reference not in self._paths_allowed:

@@ -16,6 +16,7 @@ from slmkit.server.context import ServerContext
 from slmkit.server.generation import Completion, collect, new_id, seeds_for, stream_tokens
 from slmkit.server.http import parse_model, read_json, sse
 from slmkit.server.models import ServedModel
+from slmkit.server.remote import RemoteModel
 from slmkit.server.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from slmkit.types import RequestOutput, TokenLogprob
 
@@ -53,14 +54,18 @@ async def chat_completions(request: Request):
 async def run_chat(ctx: ServerContext, req: ChatCompletionRequest):
     """Shared with the Azure AI Inference route (same body, same answer)."""
     req.check_supported()
-    served = await ctx.manager.get(req.model)
-    prompt_ids = served.formatter.encode_chat(req.to_messages())
+    served = await ctx.manager.get(req.model, remote_ok=True)
     params = req.params(served.default_params)
-    limit, limit_name = req.token_limit
-    served.check_fits(len(prompt_ids), limit, max_tokens_param=limit_name)
-    served.admit(prompt_ids, params, ctx.config.max_queue)
+    if isinstance(served, RemoteModel):
+        served.check_supported(logprobs=req.logprobs, n=req.n)
+        streams = [served.chat(req.to_messages(), params)]
+    else:
+        prompt_ids = served.formatter.encode_chat(req.to_messages())
+        limit, limit_name = req.token_limit
+        served.check_fits(len(prompt_ids), limit, max_tokens_param=limit_name)
+        served.admit(prompt_ids, params, ctx.config.max_queue)
+        streams = [ctx.stream(served, prompt_ids, p) for p in seeds_for(params, req.n)]
     rid, created = new_id("chatcmpl"), int(time.time())
-    streams = [ctx.stream(served, prompt_ids, p) for p in seeds_for(params, req.n)]
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         body = _guarded(_chat_sse(served, streams, rid, created, req.model, include_usage, req.logprobs, req.n))
@@ -107,8 +112,10 @@ async def completions(request: Request):
     ctx = ctx_of(request)
     req = parse_model(CompletionRequest, await read_json(request))
     req.check_supported()
-    served = await ctx.manager.get(req.model)
+    served = await ctx.manager.get(req.model, remote_ok=True)
     params = req.params(served.default_params)
+    if isinstance(served, RemoteModel):
+        return await _remote_completion(ctx, served, req, params)
     prompts = []
     for i, prompt in enumerate(req.prompts()):
         ids = served.formatter.encode_prompt(prompt) if isinstance(prompt, str) else list(prompt)
@@ -157,6 +164,23 @@ async def _completion_sse(served, streams, echoes, rid, created, model, include_
     if include_usage:
         yield chunk([], _usage([Completion(usage=finals[i].usage) for i in sorted(finals)], n))
     yield "data: [DONE]\n\n"
+
+
+async def _remote_completion(ctx, served: RemoteModel, req: CompletionRequest, params):
+    prompts = req.prompts()
+    if len(prompts) != 1 or not isinstance(prompts[0], str) or req.echo:
+        raise InvalidParameterError("prompt", f"{served.name} takes one text prompt (no token ids, no echo)")
+    served.check_supported(logprobs=req.logprobs is not None, n=req.n)
+    streams = [served.complete(prompts[0], params)]
+    rid, created = new_id("cmpl"), int(time.time())
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        body = _guarded(_completion_sse(served, streams, [""], rid, created, req.model, include_usage, None, 1))
+        return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+    done = [await collect(streams[0])]
+    choices = [{"index": 0, "text": done[0].text, "logprobs": None, "finish_reason": _finish(done[0].finish_reason)}]
+    return {"id": rid, "object": "text_completion", "created": created, "model": req.model,
+            "system_fingerprint": ctx.fingerprint, "choices": choices, "usage": _usage(done)}
 
 
 # -- embeddings ---------------------------------------------------------------------------

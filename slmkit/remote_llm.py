@@ -1,0 +1,71 @@
+"""`LLM("github:Phi-3.5-mini-instruct")`: a model behind a provider's API, with the local API.
+
+`LLM(...)` hands provider model strings (``github:``, ``azure:``, ``nim:``, ``ollama:``,
+``openai:``) to this class, so switching between a local and a cloud model is one string.
+The chat template, tokenizer and weights live with the provider: there is no token-level API
+(`generator()`, token-id prompts, beam search) here.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Iterator, Sequence
+
+from slmkit.errors import InvalidParameterError
+from slmkit.llm import _chain, _join
+from slmkit.providers.base import ProviderRequest
+from slmkit.providers.registry import get_provider, parse_model_string
+from slmkit.types import Message, RequestOutput, SamplingParams
+
+
+class RemoteLLM:
+    def __init__(self, model: str, *, system_prompt: str | None = None, context_length: int | None = None,
+                 threads: int | None = None, **_ignored):
+        parsed = parse_model_string(model)
+        if parsed is None:
+            raise InvalidParameterError("model", f"{model!r} is not a provider model string (e.g. github:Phi-3.5-mini-instruct)")
+        for name, value in (("context_length", context_length), ("threads", threads)):
+            if value is not None:
+                raise InvalidParameterError(name, f"is decided by the provider for {model}; leave it unset")
+        started = time.perf_counter()
+        self.name = model
+        self.provider_name, self.provider_model = parsed
+        self.provider = get_provider(self.provider_name)
+        self.system_prompt = system_prompt
+        self.default_params = SamplingParams()
+        self.load_seconds = time.perf_counter() - started
+
+    def chat(self, messages: Sequence[Message | dict], params: SamplingParams | None = None, *,
+             stream: bool = False) -> RequestOutput | Iterator[RequestOutput]:
+        if not messages:
+            raise InvalidParameterError("messages", "at least one message is needed")
+        msgs = [Message.coerce(m) for m in messages]
+        if self.system_prompt and not any(m.role == "system" for m in msgs):
+            msgs.insert(0, Message("system", self.system_prompt))
+        return self._run(ProviderRequest(self.provider_model, messages=msgs, params=params or self.default_params),
+                         stream)
+
+    def generate(self, prompt: str, params: SamplingParams | None = None, *,
+                 stream: bool = False) -> RequestOutput | Iterator[RequestOutput]:
+        if not isinstance(prompt, str):
+            raise InvalidParameterError("prompt", f"{self.name} takes text prompts, not token ids")
+        return self._run(ProviderRequest(self.provider_model, prompt=prompt, params=params or self.default_params),
+                         stream)
+
+    def _run(self, request: ProviderRequest, stream: bool):
+        request.request_id = request.request_id or f"req-{uuid.uuid4().hex[:12]}"
+        deltas = self.provider.stream(request)
+        first = next(deltas)  # connection, auth and parameter errors surface here
+        if stream:
+            return _chain(first, deltas)
+        return _join([first, *deltas])
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "RemoteLLM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,36 @@
+"""Gateway: a provider model (``github:Phi-3.5-mini-instruct``) served next to local ones.
+
+Requests for it are forwarded to the provider and its deltas streamed back in our API's shape;
+closing the stream (a client leaving) closes the upstream response.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from slmkit.errors import InvalidParameterError
+from slmkit.providers.base import Provider, ProviderRequest
+from slmkit.types import Message, RequestOutput, SamplingParams
+
+
+@dataclass(eq=False)
+class RemoteModel:
+    name: str  # the full model string, e.g. "github:Phi-3.5-mini-instruct"
+    provider: Provider
+    provider_model: str
+    default_params: SamplingParams = field(default_factory=SamplingParams)
+    loaded_at: float = field(default_factory=time.time)
+
+    def check_supported(self, *, logprobs: bool, n: int) -> None:
+        if logprobs:
+            raise InvalidParameterError("logprobs", f"not available through the gateway for {self.name}")
+        if n != 1:
+            raise InvalidParameterError("n", f"the gateway forwards one completion at a time for {self.name}")
+
+    def chat(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        return self.provider.astream(ProviderRequest(self.provider_model, messages=messages, params=params))
+
+    def complete(self, prompt: str, params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        return self.provider.astream(ProviderRequest(self.provider_model, prompt=prompt, params=params))

@@ -1,0 +1,78 @@
+"""Provider model strings through LLM, the CLI and the server's gateway, against real peers:
+another `slm serve` speaking the OpenAI and Ollama APIs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+from server_process import ServerProcess
+
+from slmkit import LLM, SamplingParams
+
+pytestmark = pytest.mark.slow
+SLM = str(Path(sys.executable).with_name("slm"))
+GREEDY = SamplingParams(temperature=0, max_tokens=128)
+TWO_PLUS_TWO = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+@pytest.fixture
+def peer_env(server, monkeypatch):
+    env = {"OPENAI_BASE_URL": f"{server.base}/v1", "OPENAI_API_KEY": "unused", "OLLAMA_HOST": server.base}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def test_one_string_switches_between_local_and_remote(peer_env, llm):
+    local = llm.chat(TWO_PLUS_TWO, GREEDY)
+    for model in ("openai:smollm2", "ollama:smollm2"):
+        remote = LLM(model)
+        answer = remote.chat(TWO_PLUS_TWO, GREEDY)
+        assert answer.text == local.text, model
+        assert answer.finish_reason == "stop" and answer.usage.completion_tokens == local.usage.completion_tokens
+        streamed = "".join(d.text for d in remote.chat(TWO_PLUS_TWO, GREEDY, stream=True))
+        assert streamed == local.text
+    paris = LLM("openai:smollm2").generate("The capital of France is", SamplingParams(temperature=0, max_tokens=3))
+    assert paris.text.startswith(" Paris")
+
+
+def test_cli_runs_and_lists_remote_models(peer_env):
+    env = {**os.environ, **peer_env}
+    out = subprocess.run([SLM, "run", "openai:smollm2", "What is 2 + 2?", "--temperature", "0"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "4" in out.stdout
+    listed = subprocess.run([SLM, "list", "--remote"], capture_output=True, text=True, timeout=60,
+                            env={**env, "GITHUB_TOKEN": "", "NVIDIA_API_KEY": ""})
+    assert listed.returncode == 0 and "openai" in listed.stdout and "GITHUB_TOKEN" in listed.stdout
+
+
+def test_missing_credential_names_the_variable(monkeypatch):
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.setenv("SLMKIT_HOME", os.environ["SLMKIT_HOME"])
+    out = subprocess.run([SLM, "run", "github:Phi-3.5-mini-instruct", "Hi"], capture_output=True, text=True,
+                         timeout=60, env={k: v for k, v in os.environ.items() if k != "GITHUB_TOKEN"})
+    assert out.returncode == 1 and "GITHUB_TOKEN" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_gateway_forwards_a_remote_model(server, llm):
+    gateway = ServerProcess("--parallel", "1", env={"OPENAI_BASE_URL": f"{server.base}/v1",
+                                                    "OPENAI_API_KEY": "unused"})
+    try:
+        client = openai.OpenAI(base_url=f"{gateway.base}/v1", api_key="unused", max_retries=0)
+        local = llm.chat(TWO_PLUS_TWO, GREEDY).text
+        out = client.chat.completions.create(model="openai:smollm2", messages=TWO_PLUS_TWO, temperature=0,
+                                             max_tokens=128)
+        assert out.choices[0].message.content == local and out.choices[0].finish_reason == "stop"
+        chunks = client.chat.completions.create(model="openai:smollm2", messages=TWO_PLUS_TWO, temperature=0,
+                                                max_tokens=128, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == local
+        with pytest.raises(openai.BadRequestError, match="logprobs"):
+            client.chat.completions.create(model="openai:smollm2", messages=TWO_PLUS_TWO, logprobs=True)
+    finally:
+        gateway.stop()
