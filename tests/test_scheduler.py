@@ -159,17 +159,14 @@ def test_cached_prefixes_are_dropped_before_anyone_is_preempted():
     a, b = seq("a", 6), Sequence("b", [40, 41, 42, 43], P)
     sched.add(a), sched.add(b)
     run(sched, sched.schedule())
+    a_slot = a.seq_id
     finish_all(sched, a)  # 6 cached + 4 running (+1 to decode) of 12
     c = Sequence("c", [50, 51, 52, 53], P)
     sched.add(c)
     out = sched.schedule()
-    assert ("free", a_slot_of(a)) in [(op.kind, op.slot) for op in out.kv_ops]
+    assert ("free", a_slot) in [(op.kind, op.slot) for op in out.kv_ops]
     assert [ch.seq.request_id for ch in out.chunks] == ["b", "c"] and b.preemptions == 0
     assert sched.cached_cells() == 0
-
-
-def a_slot_of(s):
-    return 0  # the first admitted sequence takes slot 0
 
 
 def test_aborted_sequences_leave_no_cache():

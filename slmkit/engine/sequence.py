@@ -15,9 +15,9 @@ def check_prompt_tokens(ids: list[int], *, vocab_size: int, context_length: int,
     room to generate (``already``: tokens the sequence holds before these)."""
     if not ids:
         raise InvalidParameterError("prompt", "the prompt is empty")
-    for token_id in ids:
-        if not 0 <= token_id < vocab_size:
-            raise InvalidParameterError("prompt", f"token id {token_id} is outside the vocabulary of {vocab_size}")
+    if min(ids) < 0 or max(ids) >= vocab_size:  # C-speed scan; this runs for every request
+        bad = next(t for t in ids if not 0 <= t < vocab_size)
+        raise InvalidParameterError("prompt", f"token id {bad} is outside the vocabulary of {vocab_size}")
     total = already + len(ids)
     if total >= context_length:
         raise ContextLengthError(

@@ -10,6 +10,7 @@ Remote APIs speak text, not token ids: ``token_ids`` of every output is empty.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -149,6 +150,18 @@ class StreamParser:
     def feed(self, line: str) -> Iterable[RequestOutput]:
         """Outputs for one line of the body; raises `ProviderError` for an error the stream carries."""
         raise NotImplementedError
+
+    def decode_chunk(self, raw: str, what: str) -> dict[str, Any]:
+        """One JSON object of the stream (an NDJSON ``line``, an SSE ``event``), or `ProviderError`."""
+        try:
+            chunk = json.loads(raw)
+        except ValueError:
+            raise ProviderError(f"{self.provider} sent an unreadable stream {what}: {raw[:200]!r}",
+                                provider=self.provider, code="bad_stream") from None
+        if not isinstance(chunk, dict):
+            raise ProviderError(f"{self.provider} sent an unexpected stream {what}: {raw[:200]!r}",
+                                provider=self.provider, code="bad_stream")
+        return chunk
 
     def flush(self) -> Iterable[RequestOutput]:
         """Outputs still held when the body ends."""

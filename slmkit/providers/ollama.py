@@ -9,7 +9,6 @@ status still 200.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -135,14 +134,7 @@ class NdjsonParser(StreamParser):
     def feed(self, line: str) -> Iterable[RequestOutput]:
         if not line.strip():
             return []
-        try:
-            chunk = json.loads(line)
-        except ValueError:
-            raise ProviderError(f"{self.provider} sent an unreadable stream line: {line[:200]!r}",
-                                provider=self.provider, code="bad_stream") from None
-        if not isinstance(chunk, dict):
-            raise ProviderError(f"{self.provider} sent an unexpected stream line: {line[:200]!r}",
-                                provider=self.provider, code="bad_stream")
+        chunk = self.decode_chunk(line, "line")
         if chunk.get("error") is not None:
             raise ProviderError(f"{self.provider} failed in the middle of the answer: {chunk['error']}",
                                 provider=self.provider, code="provider_stream_error")

@@ -189,14 +189,7 @@ class SseParser(StreamParser):
         if data.strip() == "[DONE]":
             self.done = True
             return []
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise ProviderError(f"{self.provider} sent an unreadable stream event: {data[:200]!r}",
-                                provider=self.provider, code="bad_stream") from None
-        if not isinstance(chunk, dict):
-            raise ProviderError(f"{self.provider} sent an unexpected stream event: {data[:200]!r}",
-                                provider=self.provider, code="bad_stream")
+        chunk = self.decode_chunk(data, "event")
         if chunk.get("error") is not None:
             message, param = upstream_message(json.dumps(chunk))
             raise ProviderError(f"{self.provider} failed in the middle of the answer: {message}",

@@ -22,7 +22,7 @@ from slmkit.providers.registry import get_provider, parse_model_string
 from slmkit.server.config import ServerConfig
 from slmkit.server.remote import RemoteModel
 from slmkit.store.manifest import Manifest
-from slmkit.store.store import ModelStore, _looks_like_path
+from slmkit.store.store import ModelStore, looks_like_path
 from slmkit.text.prompt import PromptFormatter
 from slmkit.types import RequestOutput, SamplingParams
 
@@ -119,7 +119,7 @@ class ModelManager:
         self.remote: dict[str, RemoteModel] = {}  # gateway models, by model string
         self._aliases: dict[str, str] = {}  # what clients may call a model -> its loaded name
         self._loading: dict[str, asyncio.Task] = {}
-        self._paths_allowed: set[str] = {m for m in config.models if _is_path(m)}
+        self._paths_allowed: set[str] = {m for m in config.models if looks_like_path(m)}
 
     async def get(self, reference: str, *, keep_alive: float | None = None,
                   remote_ok: bool = False) -> ServedModel | RemoteModel:
@@ -160,13 +160,13 @@ class ModelManager:
         return remote
 
     async def _load(self, reference: str) -> ServedModel:
-        if _is_path(reference) and reference not in self._paths_allowed:
+        if looks_like_path(reference) and reference not in self._paths_allowed:
             raise ModelNotFoundError(
                 f"unknown model {reference!r}: model files are served only when given to "
                 "`slm serve --model PATH`; ask for a model by name (see GET /v1/models)"
             )
         resolved = await asyncio.to_thread(self.store.resolve, reference)
-        name = Path(resolved.name).stem if _is_path(reference) else resolved.name
+        name = Path(resolved.name).stem if looks_like_path(reference) else resolved.name
         if name in self.loaded:  # "smollm2" and "smollm2:original" are the same model
             self._aliases[reference] = name
             return self.loaded[name]
@@ -227,7 +227,3 @@ class ModelManager:
             served.engine.stop(drain=drain, timeout=60)
         for name in list(self.loaded):
             self.unload(name)
-
-
-def _is_path(reference: str) -> bool:
-    return _looks_like_path(reference)

@@ -50,7 +50,7 @@ from slmkit.server.ollama_protocol import (
 )
 from slmkit.store.catalog import CATALOG, import_instructions
 from slmkit.store.manifest import Manifest
-from slmkit.store.store import _looks_like_path, parse_reference
+from slmkit.store.store import looks_like_path, parse_reference
 from slmkit.types import Message, RequestOutput, SamplingParams, TokenLogprob
 
 router = APIRouter()
@@ -154,7 +154,7 @@ async def _load_or_unload(ctx: ServerContext, model: str, keep_alive: float, **e
 async def _loaded(ctx: ServerContext, model: str) -> ServedModel | None:
     """The loaded model a name refers to, without loading it (404 for names nobody knows)."""
     reference = strip_latest(model)
-    if _looks_like_path(reference):
+    if looks_like_path(reference):
         path = Path(reference).expanduser()
         for served in list(ctx.manager.loaded.values()):
             if served.path == path:

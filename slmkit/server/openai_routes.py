@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, SlmkitError
 from slmkit.server.context import ServerContext
-from slmkit.server.generation import Completion, collect, new_id, seeds_for, stream_tokens
+from slmkit.server.generation import Completion, collect, new_id, seeds_for
 from slmkit.server.http import parse_model, read_json, sse
 from slmkit.server.models import ServedModel
 from slmkit.server.remote import RemoteModel
@@ -81,14 +81,26 @@ async def run_chat(ctx: ServerContext, req: ChatCompletionRequest):
             "system_fingerprint": ctx.fingerprint, "choices": choices, "usage": _usage(done, req.n)}
 
 
-async def _chat_sse(served: ServedModel, streams, rid: str, created: int, model: str,
-                    include_usage: bool, logprobs: bool, n: int) -> AsyncIterator[str]:
-    def chunk(choices, usage=None):
-        data = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+def _chunk_writer(rid: str, created: int, model: str, kind: str, include_usage: bool):
+    """One SSE event of a stream; with ``include_usage`` every chunk carries ``usage`` (null but
+    in the last one)."""
+    def chunk(choices: list[dict], usage: dict | None = None) -> str:
+        data = {"id": rid, "object": kind, "created": created, "model": model,
                 "system_fingerprint": None, "choices": choices}
         if include_usage:
             data["usage"] = usage
         return sse(data)
+
+    return chunk
+
+
+def _final_usage(finals: dict[int, RequestOutput], n: int) -> dict:
+    return _usage([Completion(usage=finals[i].usage) for i in sorted(finals)], n)
+
+
+async def _chat_sse(served: ServedModel, streams, rid: str, created: int, model: str,
+                    include_usage: bool, logprobs: bool, n: int) -> AsyncIterator[str]:
+    chunk = _chunk_writer(rid, created, model, "chat.completion.chunk", include_usage)
 
     yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                   "finish_reason": None} for i in range(len(streams))])
@@ -102,7 +114,7 @@ async def _chat_sse(served: ServedModel, streams, rid: str, created: int, model:
         if out.finished:
             finals[index] = out
     if include_usage:
-        yield chunk([], _usage([Completion(usage=finals[i].usage) for i in sorted(finals)], n))
+        yield chunk([], _final_usage(finals, n))
     yield "data: [DONE]\n\n"
 
 
@@ -143,12 +155,7 @@ async def completions(request: Request):
 
 
 async def _completion_sse(served, streams, echoes, rid, created, model, include_usage, logprobs, n):
-    def chunk(choices, usage=None):
-        data = {"id": rid, "object": "text_completion", "created": created, "model": model,
-                "system_fingerprint": None, "choices": choices}
-        if include_usage:
-            data["usage"] = usage
-        return sse(data)
+    chunk = _chunk_writer(rid, created, model, "text_completion", include_usage)
 
     for i, echo in enumerate(echoes):
         if echo:
@@ -162,7 +169,7 @@ async def _completion_sse(served, streams, echoes, rid, created, model, include_
         if out.finished:
             finals[index] = out
     if include_usage:
-        yield chunk([], _usage([Completion(usage=finals[i].usage) for i in sorted(finals)], n))
+        yield chunk([], _final_usage(finals, n))
     yield "data: [DONE]\n\n"
 
 

@@ -84,7 +84,7 @@ class ModelStore:
     # -- resolving ------------------------------------------------------------------------
     def resolve(self, reference: str, *, auto_pull: bool = True) -> ResolvedModel:
         """Find the file for a reference; bundled models are pulled on first use."""
-        if _looks_like_path(reference):
+        if looks_like_path(reference):
             path = Path(reference).expanduser()
             if not path.is_file():
                 raise ModelNotFoundError(f"no such model file: {path}")
@@ -258,7 +258,8 @@ class ModelStore:
         return [f"{name}:{tag}"]
 
 
-def _looks_like_path(reference: str) -> bool:
+def looks_like_path(reference: str) -> bool:
+    """A file reference (``./m.gguf``, ``~/m.gguf``, ``/x/y``) rather than a store name."""
     return reference.endswith(".gguf") or "/" in reference or reference.startswith((".", "~"))
 
 
