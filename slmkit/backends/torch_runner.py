@@ -1,0 +1,142 @@
+"""`TorchRunner`: the `Runner` protocol over our own PyTorch models (slmkit/models/).
+
+Each forward runs the decode chunks (one token each) as one padded batch and every prompt chunk
+on its own, so a long prefill never pads short decodes to its width. KV lives in a preallocated
+`KVCache` with one row per sequence. Longrope models (Phi-3/3.5) switch to their long factors
+once a sequence passes ``original_max_position_embeddings``; the cached keys of that sequence
+were rotated with the short factors, so the runner re-prefills them (as transformers does).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from slmkit.backends.base import Chunk
+from slmkit.errors import ContextLengthError, InvalidParameterError, SlmkitError
+from slmkit.models.cache import ForwardBatch, KVCache
+from slmkit.models.llama import CausalLM
+
+
+class TorchRunner:
+    def __init__(self, model: CausalLM, *, context_length: int, max_sequences: int = 16,
+                 max_batch_tokens: int = 512, threads: int | None = None):
+        if max_sequences < 1:
+            raise InvalidParameterError("max_sequences", "must be >= 1")
+        if context_length < 16:
+            raise InvalidParameterError("context_length", f"must be >= 16, got {context_length}")
+        if threads:
+            torch.set_num_threads(threads)
+        config = model.config
+        param = next(model.parameters())
+        self.model = model
+        self.device, self.dtype = param.device, param.dtype
+        self.vocab_size = config.vocab_size
+        self.max_sequences = max_sequences
+        self.context_length = context_length
+        self.kv_cells = context_length * max_sequences
+        self.max_batch_tokens = min(max_batch_tokens, context_length)
+        self.rope = config.rope
+        self.cache = KVCache(config.num_layers, max_sequences, config.num_kv_heads, context_length,
+                             config.head_dim, self.dtype, self.device)
+        self._lengths = [0] * max_sequences
+        self._tokens: list[list[int]] = [[] for _ in range(max_sequences)]
+        self._long = [False] * max_sequences  # rope regime the cached keys were computed with
+
+    # -- Runner protocol ------------------------------------------------------------------
+    def forward(self, chunks: list[Chunk]) -> np.ndarray:
+        self._check(chunks)
+        with torch.inference_mode():
+            for chunk in chunks:
+                self._match_rope_regime(chunk.seq_id, chunk.start_pos + len(chunk.token_ids))
+            decodes = [i for i, c in enumerate(chunks) if len(c.token_ids) == 1]
+            groups = ([decodes] if decodes else []) + [[i] for i, c in enumerate(chunks) if len(c.token_ids) > 1]
+            rows: dict[int, torch.Tensor] = {}
+            for group in groups:
+                logits = self._run([chunks[i] for i in group])
+                wanted = [i for i in group if chunks[i].want_logits]
+                rows.update(zip(wanted, logits))
+        for chunk in chunks:
+            self._tokens[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
+            self._lengths[chunk.seq_id] += len(chunk.token_ids)
+        order = [i for i, c in enumerate(chunks) if c.want_logits]
+        if not order:
+            return np.empty((0, self.vocab_size), dtype=np.float32)
+        return torch.stack([rows[i] for i in order]).float().cpu().numpy()
+
+    def truncate(self, seq_id: int, length: int) -> None:
+        if length < self._lengths[seq_id]:
+            self._lengths[seq_id] = max(0, length)
+            del self._tokens[seq_id][self._lengths[seq_id]:]
+
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        if length > self._lengths[src]:
+            raise SlmkitError(f"sequence {src} holds {self._lengths[src]} tokens, cannot copy {length}")
+        if src != dst and length > 0:
+            self.cache.copy(src, dst, length)
+        self._tokens[dst] = self._tokens[src][:length]
+        self._lengths[dst] = length
+        self._long[dst] = self._long[src]
+
+    def free(self, seq_id: int) -> None:
+        self._lengths[seq_id] = 0
+        self._tokens[seq_id] = []
+        self._long[seq_id] = False
+
+    def sequence_length(self, seq_id: int) -> int:
+        return self._lengths[seq_id]
+
+    def used_cells(self) -> int:
+        return sum(self._lengths)
+
+    def close(self) -> None:
+        self.cache = None
+
+    # -- internals ------------------------------------------------------------------------
+    def _check(self, chunks: list[Chunk]) -> None:
+        total = 0
+        for chunk in chunks:
+            k = len(chunk.token_ids)
+            if k == 0:
+                raise InvalidParameterError("chunk", f"empty chunk for sequence {chunk.seq_id}")
+            total += k
+            if total > self.max_batch_tokens:
+                raise InvalidParameterError(
+                    "chunk", f"batch of {total} tokens exceeds max_batch_tokens={self.max_batch_tokens}")
+            if chunk.start_pos != self._lengths[chunk.seq_id]:
+                raise SlmkitError(f"sequence {chunk.seq_id} holds {self._lengths[chunk.seq_id]} tokens, "
+                                  f"chunk starts at {chunk.start_pos}")
+            if chunk.start_pos + k > self.context_length:
+                raise ContextLengthError(f"sequence {chunk.seq_id} would reach {chunk.start_pos + k} tokens; "
+                                         f"the context holds {self.context_length}")
+            if min(chunk.token_ids) < 0 or max(chunk.token_ids) >= self.vocab_size:
+                raise InvalidParameterError("token_ids", f"a token id is outside the vocabulary "
+                                                         f"(0..{self.vocab_size - 1})")
+
+    def _match_rope_regime(self, seq_id: int, end: int) -> None:
+        """Recompute a sequence's cached keys when it crosses the longrope switch point (either way)."""
+        long = self.rope.uses_long(end)
+        if long == self._long[seq_id]:
+            return
+        self._long[seq_id] = long
+        history = self._tokens[seq_id][: self._lengths[seq_id]]
+        for start in range(0, len(history), self.max_batch_tokens):
+            piece = history[start : start + self.max_batch_tokens]
+            self._run([Chunk(seq_id, piece, start, want_logits=False)])
+
+    def _run(self, chunks: list[Chunk]) -> torch.Tensor:
+        """One padded forward; the logits of the last token of each chunk that wants them."""
+        lengths = [len(c.token_ids) for c in chunks]
+        width = max(lengths)
+        ids = torch.zeros((len(chunks), width), dtype=torch.long)
+        for row, chunk in enumerate(chunks):
+            ids[row, : lengths[row]] = torch.as_tensor(chunk.token_ids, dtype=torch.long)
+        use_long = [self._long[c.seq_id] for c in chunks] if self.rope.kind == "longrope" else None
+        batch = ForwardBatch.build([c.start_pos for c in chunks], lengths, [c.seq_id for c in chunks],
+                                   self.device, use_long)
+        hidden = self.model.hidden(ids.to(self.device), batch, self.cache)
+        wanted = [row for row, c in enumerate(chunks) if c.want_logits]
+        if not wanted:
+            return hidden.new_empty((0, self.vocab_size))
+        last = hidden[wanted, [lengths[row] - 1 for row in wanted]]
+        return self.model.logits(last)

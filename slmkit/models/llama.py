@@ -1,0 +1,124 @@
+"""Llama (SmolLM, SmolLM2, Llama 2/3, TinyLlama, ...): the decoder the others are variations of.
+
+Parameter names are Hugging Face's, so a safetensors checkpoint loads as it is; `GGUF_NAMES`
+maps llama.cpp's tensor names onto them (the one place that knows both).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from slmkit.models.cache import ForwardBatch, KVCache
+from slmkit.models.config import ModelConfig
+from slmkit.models.layers import RMSNorm, SwiGLU, cached_attention
+from slmkit.models.rope import RotaryEmbedding, apply_rope
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.heads, self.kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.sliding_window = config.sliding_window
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, self.heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=bias)
+
+    def forward(self, x, cos, sin, batch: ForwardBatch, cache: KVCache):
+        b, t, _ = x.shape
+        q = apply_rope(self.q_proj(x).view(b, t, self.heads, self.head_dim), cos, sin)
+        k = apply_rope(self.k_proj(x).view(b, t, self.kv_heads, self.head_dim), cos, sin)
+        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim)
+        out = cached_attention(q, k, v, layer=self.layer, batch=batch, cache=cache,
+                               sliding_window=self.sliding_window)
+        return self.o_proj(out)
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.self_attn = LlamaAttention(config, layer)
+        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.mlp_bias)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.norm_eps)
+
+    def forward(self, x, cos, sin, batch, cache):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, batch, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DecoderBody(nn.Module):
+    """``model.*``: embeddings, layers, final norm (shared by every architecture here)."""
+
+    def __init__(self, config: ModelConfig, layers: list[nn.Module], norm: nn.Module):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(layers)
+        self.norm = norm
+        self.rotary_emb = RotaryEmbedding(config.rope)
+
+    def forward(self, input_ids: torch.Tensor, batch: ForwardBatch, cache: KVCache) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.rotary_emb(batch.positions, batch.use_long_rope, x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin, batch, cache)
+        return self.norm(x)
+
+
+class CausalLM(nn.Module):
+    """A decoder plus its LM head: ``hidden()`` for the new tokens, ``logits()`` for chosen rows."""
+
+    def __init__(self, config: ModelConfig, body: DecoderBody):
+        super().__init__()
+        self.config = config
+        self.model = body
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=config.lm_head_bias)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def hidden(self, input_ids: torch.Tensor, batch: ForwardBatch, cache: KVCache) -> torch.Tensor:
+        return self.model(input_ids, batch, cache)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
+
+
+class LlamaForCausalLM(CausalLM):
+    def __init__(self, config: ModelConfig):
+        layers = [LlamaDecoderLayer(config, i) for i in range(config.num_layers)]
+        super().__init__(config, DecoderBody(config, layers, RMSNorm(config.hidden_size, config.norm_eps)))
+
+
+def unpermute_rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Undo llama.cpp's convert-time row permutation of Q/K (GGML rotates adjacent pairs; we
+    rotate halves like the HF checkpoint)."""
+    rows = weight.shape[0]
+    return weight.reshape(heads, rows // heads // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def gguf_names(config: ModelConfig) -> dict[str, str]:
+    """llama.cpp tensor name -> our parameter name."""
+    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+             "output.weight": "lm_head.weight"}
+    per_layer = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                 "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                 "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
+                 "ffn_norm": "post_attention_layernorm"}
+    for i in range(config.num_layers):
+        for theirs, ours in per_layer.items():
+            for kind in ("weight", "bias"):
+                names[f"blk.{i}.{theirs}.{kind}"] = f"model.layers.{i}.{ours}.{kind}"
+    return names
+
+
+def gguf_fix_tensor(config: ModelConfig, name: str, value: np.ndarray) -> np.ndarray:
+    """Per-tensor fixes after renaming: the Q/K rope permutation."""
+    if name.endswith("self_attn.q_proj.weight"):
+        return unpermute_rope_rows(value, config.num_heads)
+    if name.endswith("self_attn.k_proj.weight"):
+        return unpermute_rope_rows(value, config.num_kv_heads)
+    return value

@@ -1,0 +1,52 @@
+"""From a HF ``config.json`` (``model_type`` / ``architectures``) to our model class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from slmkit.errors import ModelLoadError
+from slmkit.models.config import ModelConfig
+from slmkit.models.llama import CausalLM, LlamaForCausalLM
+
+# model_type -> (our registry key, class). Mistral and Qwen2-style configs that are plain Llama
+# decoders are left out until a test covers them.
+ARCHITECTURES: dict[str, type[CausalLM]] = {
+    "llama": LlamaForCausalLM,
+}
+
+
+def _register_optional() -> None:
+    try:
+        from slmkit.models.phi3 import Phi3ForCausalLM
+        ARCHITECTURES.setdefault("phi3", Phi3ForCausalLM)
+    except ImportError:
+        pass
+    try:
+        from slmkit.models.phimoe import PhiMoEForCausalLM
+        ARCHITECTURES.setdefault("phimoe", PhiMoEForCausalLM)
+    except ImportError:
+        pass
+
+
+_register_optional()
+
+
+def model_type_of(config: dict[str, Any]) -> str:
+    model_type = config.get("model_type")
+    if model_type not in ARCHITECTURES:
+        arch = (config.get("architectures") or ["?"])[0]
+        raise ModelLoadError(
+            f"the torch engine does not implement {model_type or arch!r} "
+            f"(supported: {', '.join(sorted(ARCHITECTURES))}); run it as a GGUF on the llama.cpp engine")
+    return model_type
+
+
+def build_model(config: dict[str, Any], dtype: torch.dtype, device: str | torch.device = "cpu") -> CausalLM:
+    """An uninitialised-weights model of the right class (weights are loaded afterwards)."""
+    model_type = model_type_of(config)
+    parsed = ModelConfig.from_hf(config, model_type)
+    with torch.device(device):
+        model = ARCHITECTURES[model_type](parsed)
+    return model.to(dtype)
