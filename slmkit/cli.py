@@ -14,7 +14,7 @@ from rich.table import Table
 from slmkit import cli_options as opt
 from slmkit.errors import SlmkitError
 from slmkit.store.catalog import CATALOG, DEFAULT_MODEL
-from slmkit.store.gguf_info import format_parameters, format_size, read_gguf_summary
+from slmkit.store.gguf_info import format_parameters, format_size, read_gguf_summary, read_hf_summary
 from slmkit.store.store import ModelStore
 
 app = typer.Typer(
@@ -30,11 +30,17 @@ err_console = Console(stderr=True)
 ModelArg = Annotated[str, typer.Argument(help="Store name (smollm2, smollm2:q8_0) or a .gguf path.")]
 
 
-def _load(model: str, context_length: int | None, threads: int | None, system: str | None = None):
+def _load(model: str, context_length: int | None, threads: int | None, system: str | None = None,
+          backend: str = "auto", dtype: str = "auto", device: str = "auto"):
     from slmkit.llm import LLM
+    from slmkit.providers.registry import parse_model_string
 
+    if parse_model_string(model) is not None:  # remote: no engine options apply
+        with err_console.status(f"connecting to {model}...", spinner="dots"):
+            return LLM(model, system_prompt=system)
     with err_console.status(f"loading {model}...", spinner="dots"):
-        return LLM(model, context_length=context_length, threads=threads, system_prompt=system)
+        return LLM(model, context_length=context_length, threads=threads, system_prompt=system,
+                   backend=backend, dtype=dtype, device=device)
 
 
 @app.command()
@@ -48,6 +54,7 @@ def run(
     seed: opt.Seed = None, stop: opt.Stop = None, stop_token_id: opt.StopTokenIds = None,
     logit_bias: opt.LogitBias = None, num_beams: opt.NumBeams = None, length_penalty: opt.LengthPenalty = None,
     ignore_eos: opt.IgnoreEos = False, context_length: opt.ContextLength = None, threads: opt.Threads = None,
+    backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     verbose: opt.Verbose = False,
 ):
     """Chat with a model: one PROMPT, lines piped on stdin, or an interactive REPL."""
@@ -56,7 +63,7 @@ def run(
     flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
                               num_beams, length_penalty, ignore_eos)
-    llm = _load(model, context_length, threads, system)
+    llm = _load(model, context_length, threads, system, backend, dtype, device)
     session = ChatSession(llm, flags.apply(llm.default_params), verbose=verbose, system=llm.system_prompt)
     llm.system_prompt = None  # the session adds its own system message (changeable with /system)
     if prompt is not None:
@@ -77,6 +84,7 @@ def generate(
     seed: opt.Seed = None, stop: opt.Stop = None, stop_token_id: opt.StopTokenIds = None,
     logit_bias: opt.LogitBias = None, num_beams: opt.NumBeams = None, length_penalty: opt.LengthPenalty = None,
     ignore_eos: opt.IgnoreEos = False, context_length: opt.ContextLength = None, threads: opt.Threads = None,
+    backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     verbose: opt.Verbose = False,
 ):
     """Complete raw text (no chat template), streaming."""
@@ -85,7 +93,7 @@ def generate(
     flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
                               num_beams, length_penalty, ignore_eos)
-    llm = _load(model, context_length, threads)
+    llm = _load(model, context_length, threads, None, backend, dtype, device)
     params = flags.apply(llm.default_params)
     result = print_stream(llm.generate(prompt, params, stream=True), sys.stdout)
     if verbose:
@@ -149,7 +157,7 @@ def show(
 ):
     """Architecture, parameters, quantization, context, template, license, size and path."""
     resolved = ModelStore().resolve(model)
-    summary = read_gguf_summary(resolved.path)
+    summary = read_hf_summary(resolved.path) if resolved.path.is_dir() else read_gguf_summary(resolved.path)
     manifest = resolved.manifest
     facts = {
         "name": resolved.name,
@@ -194,11 +202,12 @@ def pull(model: ModelArg):
 
 @app.command("import")
 def import_model(
-    path: Annotated[str, typer.Argument(help="A GGUF file.")],
+    path: Annotated[str, typer.Argument(help="A GGUF file, or a Hugging Face folder (config.json, "
+                                            "*.safetensors, tokenizer.json) for the torch engine.")],
     name: Annotated[str, typer.Option("--name", help="Store name (optionally name:tag).")],
     system: Annotated[Optional[str], typer.Option(help="Default system prompt.")] = None,
 ):
-    """Copy a local GGUF file into the store under NAME."""
+    """Copy a local GGUF file or Hugging Face folder into the store under NAME."""
     manifest = ModelStore().import_file(path, name, system=system)
     console.print(f"imported {path} as {manifest.name} ({', '.join(sorted(manifest.variants))})")
 
@@ -232,6 +241,7 @@ def serve(
     parallel: Annotated[int, typer.Option(min=1, max=256, help="Sequences decoded together per model.")] = 8,
     context_length: opt.ContextLength = None,
     threads: opt.Threads = None,
+    backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     max_queue: Annotated[int, typer.Option(min=0, help="Waiting requests per model before 429.")] = 64,
     request_timeout: Annotated[float, typer.Option(min=1, help="Seconds before a request is stopped.")] = 600,
     keep_alive: Annotated[float, typer.Option(help="Seconds an idle model stays loaded (<0: forever).")] = 300,
@@ -241,6 +251,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ):
     """Serve models over the OpenAI, Ollama and Azure AI Inference APIs."""
+    from slmkit.backends.loading import BackendOptions
     from slmkit.server.config import BATCH_INVARIANT_CHUNK, ServerConfig
     from slmkit.server.run import serve as run_server
 
@@ -248,6 +259,7 @@ def serve(
         host=host, port=port, models=list(model or []),
         api_keys=set(api_key or []) | ServerConfig.keys_from_env(), parallel=parallel,
         context_length=context_length, threads=threads, max_queue=max_queue,
+        backend=BackendOptions(backend, dtype, device),
         request_timeout=request_timeout, keep_alive=keep_alive, prefix_caching=not no_prefix_cache,
         max_chunk_per_sequence=BATCH_INVARIANT_CHUNK if batch_invariant else None,
     )

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Iterator, Sequence
 
-from slmkit.backends.llamacpp import LlamaCppModel
+from slmkit.backends.loading import BackendOptions, load_model
 from slmkit.engine.generator import Generator
 from slmkit.engine.text_stream import TextStream
 from slmkit.errors import InvalidParameterError, InvalidRequestError
@@ -26,7 +26,9 @@ from slmkit.types import Message, RequestOutput, SamplingParams, Timings, Usage
 
 
 class LLM:
-    """A local model: store name (``smollm2``, ``smollm2:original``) or a path to a ``.gguf``.
+    """A local model: store name (``smollm2``, ``smollm2:original``), a path to a ``.gguf`` or a
+    Hugging Face folder. ``backend``: ``auto`` (llama.cpp for GGUF, torch for HF folders),
+    ``llamacpp`` or ``torch`` (our own PyTorch models; ``dtype`` and ``device`` apply to it).
 
     A provider model string (``github:Phi-3.5-mini-instruct``, ``ollama:phi3.5``, ...) gives a
     `RemoteLLM` with the same ``chat`` / ``generate`` API instead.
@@ -51,12 +53,17 @@ class LLM:
         max_sequences: int = 16,
         system_prompt: str | None = None,
         store: ModelStore | None = None,
+        backend: str = "auto",
+        dtype: str = "auto",
+        device: str = "auto",
     ):
         started = time.perf_counter()
         resolved = (store or ModelStore()).resolve(model)
         self.name = resolved.name
         self.manifest = resolved.manifest
-        self.model = LlamaCppModel(resolved.path)
+        options = BackendOptions(backend, dtype, device)
+        self.backend = options.resolve(resolved.path)
+        self.model = load_model(resolved.path, options)
         self.info = self.model.info
         self.tokenizer = self.model.tokenizer
         self.runner = self.model.create_runner(

@@ -73,7 +73,8 @@ class TorchRunner:
         if length > self._lengths[src]:
             raise SlmkitError(f"sequence {src} holds {self._lengths[src]} tokens, cannot copy {length}")
         if src != dst and length > 0:
-            self.cache.copy(src, dst, length)
+            with torch.inference_mode():
+                self.cache.copy(src, dst, length)
         self._tokens[dst] = self._tokens[src][:length]
         self._lengths[dst] = length
         self._long[dst] = self._long[src]

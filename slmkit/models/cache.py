@@ -1,8 +1,11 @@
 """The KV cache of the torch engine and the per-forward view of a batch (`ForwardBatch`).
 
-One preallocated tensor per layer, ``[slots + 1, kv_heads, max_len, head_dim]`` for K and V
-(the ``+ 1`` is a scratch slot that padding tokens write to). Rows are sequences; writing a
-token is one ``index_put`` of ``[B, T, kv_heads, head_dim]`` at (slot, position) pairs.
+One tensor per layer, ``[slots + 1, kv_heads, capacity, head_dim]`` for K and V (the ``+ 1`` is
+a scratch slot that padding tokens write to). Rows are sequences; writing a token is one
+``index_put`` of ``[B, T, kv_heads, head_dim]`` at (slot, position) pairs. The capacity grows in
+powers of two up to ``max_len`` as sequences get longer, so sixteen slots of a long context cost
+memory only once they are used. Memory is zeroed: masked keys are still read, and uninitialised
+memory could hold NaN, which a zero attention weight does not cancel.
 """
 
 from __future__ import annotations
@@ -62,14 +65,33 @@ class ForwardBatch:
 class KVCache:
     def __init__(self, num_layers: int, slots: int, kv_heads: int, max_len: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device | str = "cpu"):
-        shape = (slots + 1, kv_heads, max_len, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.shape = (slots + 1, kv_heads, 0, head_dim)
+        self.dtype, self.device = dtype, device
+        self.k: list[torch.Tensor] = [torch.zeros(self.shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.v: list[torch.Tensor] = [torch.zeros(self.shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.scratch = slots
         self.max_len = max_len
+        self.capacity = 0
+
+    def reserve(self, length: int) -> None:
+        """Make room for positions ``< length`` in every slot."""
+        if length <= self.capacity:
+            return
+        capacity = min(self.max_len, max(256, 1 << (length - 1).bit_length()))
+        slots, heads, _, dim = self.shape
+        for store in (self.k, self.v):
+            for layer, old in enumerate(store):
+                new = torch.zeros((slots, heads, capacity, dim), dtype=self.dtype, device=self.device)
+                new[:, :, : self.capacity] = old
+                store[layer] = new
+        self.capacity = capacity
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
 
     def update(self, layer: int, batch: ForwardBatch, k: torch.Tensor, v: torch.Tensor):
         """Write ``k, v`` ``[B, T, kv_heads, D]``; return this layer's keys/values ``[B, kv_heads, L, D]``."""
+        self.reserve(batch.kv_length)
         write_slots, write_pos = self._write_index(batch)
         self.k[layer][write_slots, :, write_pos] = k
         self.v[layer][write_slots, :, write_pos] = v

@@ -122,3 +122,10 @@ def gguf_fix_tensor(config: ModelConfig, name: str, value: np.ndarray) -> np.nda
     if name.endswith("self_attn.k_proj.weight"):
         return unpermute_rope_rows(value, config.num_kv_heads)
     return value
+
+
+def gguf_state_dict(config: ModelConfig, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Our state dict from dequantized llama.cpp tensors."""
+    names = gguf_names(config)
+    return {names[name]: gguf_fix_tensor(config, names[name], value)
+            for name, value in tensors.items() if name in names}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
+import numpy as np
 import torch
 
 from slmkit.errors import ModelLoadError
@@ -41,6 +43,20 @@ def model_type_of(config: dict[str, Any]) -> str:
             f"the torch engine does not implement {model_type or arch!r} "
             f"(supported: {', '.join(sorted(ARCHITECTURES))}); run it as a GGUF on the llama.cpp engine")
     return model_type
+
+
+def gguf_state_dict(config: ModelConfig, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Dequantized llama.cpp tensors renamed (and reshaped) into our parameters."""
+    module = importlib.import_module(ARCHITECTURES[config.model_type].__module__)
+    return module.gguf_state_dict(config, tensors)
+
+
+def checkpoint_state_dict(config: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A HF checkpoint's tensors in our names: architectures whose released checkpoints use an
+    older layout (PhiMoE's per-expert w1/w2/w3) convert them; others load as they are."""
+    module = importlib.import_module(ARCHITECTURES[config.model_type].__module__)
+    convert = getattr(module, "hf_checkpoint_state_dict", None)
+    return convert(config, state) if convert else state
 
 
 def build_model(config: dict[str, Any], dtype: torch.dtype, device: str | torch.device = "cpu") -> CausalLM:

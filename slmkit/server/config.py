@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from slmkit.backends.loading import BackendOptions
+
 
 # Below 64 query rows per sequence llama.cpp's CPU flash attention never takes its tiled kernel,
 # whose rounding differs: every token is then computed the same way in any batch or cache state.
@@ -20,6 +22,7 @@ class ServerConfig:
     parallel: int = 8  # sequences decoded together per model (KV slots)
     context_length: int | None = None  # per sequence; None: the model's, capped at 4096
     threads: int | None = None
+    backend: BackendOptions = field(default_factory=BackendOptions)  # engine for local models
     max_batch_tokens: int = 512
     max_chunk_per_sequence: int | None = None
     prefix_caching: bool = True

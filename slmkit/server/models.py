@@ -12,9 +12,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
-from slmkit.backends.llamacpp import LlamaCppModel, ModelInfo
+from slmkit.backends.llamacpp import ModelInfo
+from slmkit.backends.loading import load_model
 from slmkit.engine.async_engine import AsyncEngine
 from slmkit.engine.engine import Engine, Request
 from slmkit.errors import ContextLengthError, InvalidRequestError, ModelNotFoundError, RateLimitError
@@ -36,7 +37,7 @@ class ServedModel:
     name: str  # the store reference ("smollm2:original") or the file stem of a bare GGUF
     path: Path
     manifest: Manifest
-    model: LlamaCppModel
+    model: Any  # LlamaCppModel or TorchModel (info, tokenizer, create_runner, close)
     engine: AsyncEngine
     formatter: PromptFormatter
     default_params: SamplingParams
@@ -182,7 +183,7 @@ class ModelManager:
     def _build(self, name: str, path: Path, manifest: Manifest) -> ServedModel:
         started = time.perf_counter()
         cfg = self.config
-        model = LlamaCppModel(path)
+        model = load_model(path, cfg.backend)
         try:
             context = cfg.context_length or min(model.info.context_length or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
             runner = model.create_runner(context_length=context, max_sequences=cfg.parallel,

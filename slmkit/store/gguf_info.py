@@ -74,3 +74,45 @@ def format_size(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} B"
+
+
+def read_hf_summary(folder: str | Path) -> GGUFSummary:
+    """The same facts for a Hugging Face folder, from config.json and the safetensors headers."""
+    import json
+
+    from safetensors import safe_open
+
+    from slmkit.models.safetensors import read_config, weight_files
+    from slmkit.text.hf_tokenizer import HFTokenizer
+
+    folder = Path(folder)
+    config = read_config(folder)
+    files = weight_files(folder)
+    parameters, dtypes = 0, set()
+    for path in files:
+        with safe_open(str(path), framework="numpy") as f:
+            for key in f.keys():
+                info = f.get_slice(key)
+                shape = info.get_shape()
+                count = 1
+                for dim in shape:
+                    count *= dim
+                parameters += count
+                dtypes.add(info.get_dtype().lower())
+    try:
+        template = HFTokenizer(folder).chat_template
+    except Exception:  # noqa: BLE001 - show what we can even if the tokenizer is broken
+        template = None
+    card = folder / "README.md"
+    license_ = None
+    if card.is_file():
+        for line in card.read_text(errors="replace").splitlines()[:20]:
+            if line.startswith("license:"):
+                license_ = line.split(":", 1)[1].strip()
+    return GGUFSummary(
+        path=folder, architecture=config.get("model_type", "unknown"),
+        name=json.dumps(config.get("architectures", [])), parameters=parameters,
+        file_type="/".join(sorted(dtypes)) or "unknown",
+        context_length=config.get("max_position_embeddings"), chat_template=template, license=license_,
+        size_bytes=sum(p.stat().st_size for p in files),
+    )

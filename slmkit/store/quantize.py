@@ -30,6 +30,7 @@ QUANT_TYPES = {
     "q3_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q3_K_M,
     "q2_k": llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K,
     "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
+    "f32": llama_cpp.LLAMA_FTYPE_ALL_F32,  # exact dequantization (a reference for other engines)
 }
 
 # llama.cpp logs "[  12/ 272]   blk.0.attn_k.weight - ..." once per tensor.

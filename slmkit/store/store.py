@@ -86,8 +86,10 @@ class ModelStore:
         """Find the file for a reference; bundled models are pulled on first use."""
         if looks_like_path(reference):
             path = Path(reference).expanduser()
-            if not path.is_file():
-                raise ModelNotFoundError(f"no such model file: {path}")
+            if path.is_dir() and not (path / "config.json").is_file():
+                raise ModelNotFoundError(f"{path} is a folder but not a Hugging Face model (no config.json)")
+            if not path.exists():
+                raise ModelNotFoundError(f"no such model file or folder: {path}")
             return ResolvedModel(name=str(path), path=path)
         name, tag = parse_reference(reference)
         manifest = self.manifest(name)
@@ -106,7 +108,7 @@ class ModelStore:
                 + ("" if tag not in _quant_names() else f" (make it with `slm quantize {name} --to {tag}`)")
             )
         path = manifest.variant_path(self.folder(name), tag)
-        if not path.is_file():
+        if not path.exists():
             raise ModelNotFoundError(
                 f"the file of {name}:{tag} is gone ({path}); run `slm rm {name}:{tag}` and pull or "
                 "import it again"
@@ -128,9 +130,8 @@ class ModelStore:
             manifest = Manifest.load(folder)
             for tag in sorted(manifest.variants):
                 path = manifest.variant_path(folder, tag)
-                if path.is_file():
-                    stat = path.stat()
-                    found.append(StoredVariant(manifest.name, tag, path, stat.st_size, stat.st_mtime,
+                if path.exists():
+                    found.append(StoredVariant(manifest.name, tag, path, _size(path), path.stat().st_mtime,
                                                tag == manifest.default_variant))
         return found
 
@@ -190,13 +191,10 @@ class ModelStore:
         status(f"{report}; default variant: {manifest.default_variant}", enabled=self.progress)
 
     def import_file(self, path: str | Path, name: str, *, system: str | None = None) -> Manifest:
-        """Copy a local GGUF into the store under ``name`` (HF folders: torch engine issue)."""
+        """Copy a local GGUF file or Hugging Face folder into the store under ``name``."""
         source = Path(path).expanduser()
         if source.is_dir():
-            raise InvalidParameterError(
-                "path", f"{source} is a folder; importing Hugging Face folders is not supported yet — "
-                "convert it to GGUF (llama.cpp's convert_hf_to_gguf.py) and import the file"
-            )
+            return self._import_folder(source, name, system=system)
         if not source.is_file():
             raise ModelNotFoundError(f"no such file: {source}")
         summary = read_gguf_summary(source)  # a broken file fails here, before anything is written
@@ -213,6 +211,39 @@ class ModelStore:
             manifest.parameters = dict(entry.parameters_defaults)
             manifest.system = manifest.system or entry.system_prompt
         manifest.variants[tag] = f"{tag}.gguf"
+        if system is not None:
+            manifest.system = system
+        manifest.save(folder)
+        return manifest
+
+    def _import_folder(self, source: Path, name: str, *, system: str | None) -> Manifest:
+        """A HF checkpoint (config.json, *.safetensors, tokenizer.json): copied, run by the torch engine."""
+        from slmkit.models.safetensors import read_config, weight_files
+
+        read_config(source)  # a folder that is not a model fails here, before anything is written
+        weights = weight_files(source)
+        if not (source / "tokenizer.json").is_file():
+            raise InvalidParameterError("path", f"{source} has no tokenizer.json; save the tokenizer "
+                                                "next to the weights (tokenizer.save_pretrained)")
+        model_name, tag = parse_reference(name)
+        folder = self.folder(model_name)
+        tag = tag or "original"
+        target = folder / tag
+        if target.exists():
+            shutil.rmtree(target)
+        wanted = [p for p in source.iterdir() if p.is_file() and (p in weights or p.suffix in (".json", ".jinja", ".model", ".txt"))]
+        with progress_bar(f"importing {source.name}", sum(p.stat().st_size for p in wanted),
+                          enabled=self.progress, unit="bytes") as update:
+            done = 0
+            target.mkdir(parents=True)
+            for file in wanted:
+                shutil.copy2(file, target / file.name)
+                done += file.stat().st_size
+                update(done)
+        manifest = self.manifest(model_name) or Manifest(
+            name=model_name, variants={}, default_variant=tag, format="hf", source=f"imported from {source}")
+        manifest.variants[tag] = tag
+        manifest.format = "hf"
         if system is not None:
             manifest.system = system
         manifest.save(folder)
@@ -256,6 +287,12 @@ class ModelStore:
             manifest.default_variant = "original" if "original" in manifest.variants else sorted(manifest.variants)[0]
         manifest.save(folder)
         return [f"{name}:{tag}"]
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def looks_like_path(reference: str) -> bool:

@@ -1,0 +1,99 @@
+"""The native PyTorch engine: our own models (slmkit/models/) from HF folders or GGUF files.
+
+`TorchModel` offers what `LlamaCppModel` offers (``info``, ``tokenizer``, ``create_runner``), so
+`LLM`, the batching engine and the server run either unchanged. A GGUF keeps llama.cpp's
+tokenizer (vocab-only load, so grammar constraints work too); a HF folder uses its
+``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from slmkit.backends.llamacpp import ModelInfo
+from slmkit.errors import InvalidParameterError, ModelLoadError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidParameterError("device", "CUDA was asked for but torch sees no GPU; use --device cpu")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype not in DTYPES:
+        raise InvalidParameterError("dtype", f"{dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype == "auto":  # bf16 matmuls are slow on CPUs without AMX; fp32 is the safe default there
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+class TorchModel:
+    def __init__(self, path: str | Path, *, dtype: str = "auto", device: str = "auto", progress: bool = False):
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise ModelLoadError("the torch engine needs PyTorch: pip install 'slmkit[torch]'") from exc
+        self.path = Path(path)
+        self.device = pick_device(device)
+        torch_dtype = pick_dtype(dtype, self.device)
+        started = time.perf_counter()
+        if self.path.is_dir():
+            self.model, config, template = self._load_folder(torch_dtype, progress)
+        elif self.path.is_file():
+            self.model, config, template = self._load_gguf(torch_dtype, progress)
+        else:
+            raise ModelLoadError(f"model not found: {self.path}")
+        self.model.eval()
+        self.load_seconds = time.perf_counter() - started
+        parameters = sum(p.numel() for p in self.model.parameters())
+        size = sum(f.stat().st_size for f in self.path.glob("*.safetensors")) if self.path.is_dir() \
+            else self.path.stat().st_size
+        cfg = self.model.config
+        self.info = ModelInfo(
+            path=self.path, architecture=cfg.model_type,
+            description=f"{cfg.model_type} {parameters / 1e6:.0f}M {str(torch_dtype).removeprefix('torch.')} "
+                        f"on {self.device} (torch)",
+            parameters=parameters, size_bytes=size, file_type=str(torch_dtype).removeprefix("torch."),
+            context_length=cfg.max_position_embeddings, chat_template=template,
+            metadata={"backend": "torch", "model_type": cfg.model_type},
+        )
+
+    def _load_folder(self, dtype, progress):
+        from slmkit.models.safetensors import load_hf_model
+        from slmkit.text.hf_tokenizer import HFTokenizer
+
+        model, config = load_hf_model(self.path, dtype, self.device, progress=progress)
+        self.tokenizer = HFTokenizer(self.path, eos_token_ids=model.config.eos_token_ids)
+        return model, config, self.tokenizer.chat_template
+
+    def _load_gguf(self, dtype, progress):
+        from slmkit.backends.llamacpp import LlamaCppModel
+        from slmkit.models.gguf import load_gguf_model
+
+        vocab = LlamaCppModel(self.path, vocab_only=True)  # also rejects a broken file early
+        model, _, config = load_gguf_model(self.path, dtype, self.device, progress=progress)
+        self._vocab_model = vocab  # owns the llama.cpp vocabulary the tokenizer points into
+        self.tokenizer = vocab.tokenizer
+        return model, config, vocab.info.chat_template
+
+    def create_runner(self, *, context_length: int | None = None, max_sequences: int = 16,
+                      max_batch_tokens: int = 512, threads: int | None = None, **_llama_only):
+        """A `TorchRunner`; llama.cpp-only options (flash attention, unified KV) are ignored."""
+        from slmkit.backends.torch_runner import TorchRunner
+
+        context = int(context_length or min(self.info.context_length or 4096, 8192))
+        return TorchRunner(self.model, context_length=context, max_sequences=max_sequences,
+                           max_batch_tokens=max_batch_tokens, threads=threads)
+
+    def close(self) -> None:
+        self.model = None
