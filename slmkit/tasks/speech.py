@@ -75,7 +75,7 @@ class _ESpeak:
             import espeakng_loader
         except ImportError:
             raise BackendUnavailableError(
-                "speech needs the espeakng-loader package: pip install espeakng-loader"
+                "speech needs eSpeak NG: pip install 'slmkit[speech]' (or espeakng-loader)"
             ) from None
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self.lib.espeak_Initialize.restype = ctypes.c_int
@@ -162,11 +162,8 @@ def play_wav(wav: bytes) -> str:
                 return name
             failures.append(f"{name}: {(result.stderr.strip().splitlines() or ['failed'])[-1]}")
     if failures:
-        raise AudioOutputError(f"could not play audio ({'; '.join(failures)}); write a file with --out speech.wav")
-    raise AudioOutputError(
-        "no audio player found (install pulseaudio-utils or alsa-utils for paplay/aplay); "
-        "write a file with --out speech.wav"
-    )
+        raise AudioOutputError(f"could not play audio ({'; '.join(failures)})")
+    raise AudioOutputError("no audio player found (install pulseaudio-utils or alsa-utils for paplay/aplay)")
 
 
 _MARKUP = re.compile(r"```\w*|`|\*\*?|__|^#+\s*|^\s*[-*•]\s+", re.MULTILINE)
