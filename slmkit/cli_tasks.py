@@ -55,6 +55,8 @@ def translate(
     to: Annotated[str, typer.Option("--to", help="Target language: code (fr) or name (French).")] = ...,
     from_: Annotated[Optional[str], typer.Option("--from", help="Source language (default: the model guesses).")] = None,
     model: ModelOption = DEFAULT_MODEL,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=1, help="Most tokens per model call "
+                          "(default: sized to the input).", rich_help_panel="Sampling")] = None,
     temperature: TaskTemperature = 0.0,
     context_length: opt.ContextLength = None,
     threads: opt.Threads = None,
@@ -67,7 +69,7 @@ def translate(
         raise InvalidParameterError("text", "there is nothing to translate")
     llm = _load(model, context_length, threads)
     pieces = iter_translation(llm, text.strip(), to=to, source=from_,
-                              params=SamplingParams(temperature=temperature, max_tokens=None))
+                              params=SamplingParams(temperature=temperature, max_tokens=max_tokens))
     for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -79,6 +81,8 @@ def summarize(
     words: Annotated[Optional[int], typer.Option(min=1, help="At most this many words.")] = None,
     bullets: Annotated[Optional[int], typer.Option(min=1, help="This many bullet points.")] = None,
     model: ModelOption = DEFAULT_MODEL,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=1, help="Most tokens per model call "
+                          "(default: sized to the input).", rich_help_panel="Sampling")] = None,
     temperature: TaskTemperature = 0.0,
     context_length: opt.ContextLength = None,
     threads: opt.Threads = None,
@@ -92,7 +96,7 @@ def summarize(
     llm = _load(model, context_length, threads)
     with progress_bar("summarizing", 1, unit="calls") as update:
         summary = run_summary(llm, text, words=words, bullets=bullets,
-                              params=SamplingParams(temperature=temperature, max_tokens=None),
+                              params=SamplingParams(temperature=temperature, max_tokens=max_tokens),
                               on_progress=lambda done, total: update(done, total))
     sys.stdout.write(summary.text + "\n")
     if verbose:

@@ -103,10 +103,11 @@ def summarize(model, text: str, *, words: int | None = None, bullets: int | None
         raise InvalidParameterError("text", "there is nothing to summarize")
     params = params or SamplingParams(temperature=0.0)
     budget = TokenBudget.for_model(model, context_length)
-    final_tokens = form.max_tokens()
+    cap = params.max_tokens or budget.context_length
+    final_tokens, map_tokens = min(form.max_tokens(), cap), min(MAP_SUMMARY_TOKENS, cap)
     overhead = max(prompt_tokens(budget, _prompt(form.instruction(), ""), model),
                    prompt_tokens(budget, _prompt(_MAP_INSTRUCTION, ""), model))
-    room = budget.context_length - overhead - max(final_tokens, MAP_SUMMARY_TOKENS) - 8
+    room = budget.context_length - overhead - max(final_tokens, map_tokens) - 8
     if room < 32:
         raise InvalidParameterError(
             "context_length", f"{budget.context_length} tokens leave no room for text beside the prompt "
@@ -115,8 +116,6 @@ def summarize(model, text: str, *, words: int | None = None, bullets: int | None
     total = [1]  # model calls expected; grows when partial summaries need collapsing
 
     def call(instruction: str, piece: str, max_tokens: int, kind: str) -> str:
-        if params.max_tokens is not None:
-            max_tokens = min(max_tokens, params.max_tokens)
         answer = ask(model, _prompt(instruction, piece), params.updated(max_tokens=max_tokens))
         calls[kind] += 1
         if on_progress:
@@ -129,7 +128,7 @@ def summarize(model, text: str, *, words: int | None = None, bullets: int | None
 
     chunks = [c for c in chunk_text(text, room, budget.count) if c.strip()]
     total[0] = len(chunks) + 1
-    partials = [call(_MAP_INSTRUCTION, chunk.strip(), MAP_SUMMARY_TOKENS, "map") for chunk in chunks]
+    partials = [call(_MAP_INSTRUCTION, chunk.strip(), map_tokens, "map") for chunk in chunks]
     for _ in range(MAX_COLLAPSE_LEVELS):
         joined = "\n\n".join(p for p in partials if p)
         if budget.count(joined) <= room:
@@ -138,7 +137,7 @@ def summarize(model, text: str, *, words: int | None = None, bullets: int | None
         if len(groups) >= len(partials):
             break  # the partial summaries do not shrink: stop and keep what fits
         total[0] += len(groups)
-        partials = [call(_MAP_INSTRUCTION, group.strip(), MAP_SUMMARY_TOKENS, "collapse") for group in groups]
+        partials = [call(_MAP_INSTRUCTION, group.strip(), map_tokens, "collapse") for group in groups]
     # What still does not fit after collapsing (or nothing, if every answer was empty) falls back
     # to the leading part: a summary of the first pieces beats none.
     joined = (chunk_text("\n\n".join(p for p in partials if p), room, budget.count) or chunks)[0]
