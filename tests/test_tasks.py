@@ -120,3 +120,19 @@ def test_cli_task_errors(tmp_path):
     assert_one_line_error(slm("summarize", str(tmp_path / "missing.txt")), "no such file")
     assert_one_line_error(slm("translate", "--to", "fr", stdin="   "), "nothing to translate")
     assert slm("translate", "hello").returncode == 2  # --to is required (typer's usage error)
+
+
+@pytest.mark.slow
+def test_remote_model_through_a_real_server(server, llm, monkeypatch):
+    """`openai:smollm2` served by `slm serve`: no tokenizer at hand, so budgets are estimated."""
+    from slmkit import LLM
+
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.base}/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")
+    remote = LLM("openai:smollm2")
+    text = "Good morning. How are you today?"
+    assert translate(remote, text, to="fr", params=GREEDY) == translate(llm, text, to="fr", params=GREEDY)
+    summary = summarize(remote, "\n\n".join([" ".join(FACTS)] * 2), words=20, params=GREEDY.updated(max_tokens=24),
+                        context_length=200)
+    assert summary.map_calls >= 2 and summary.total_calls == summary.map_calls + summary.collapse_calls + 1
+    assert_clean(summary.text, "summarize")
