@@ -59,8 +59,9 @@ def translation_prompt(text: str, target: str, source: str | None = None) -> Tas
                       completion_stop=(*stop, f"\n{source_name or 'Text'}:", f"\n{target_name}:"))
 
 
-def iter_translation(model, text: str, *, to: str, source: str | None = None, params=None,
-                     context_length: int | None = None, chunk_tokens: int | None = None,
+def iter_translation(model, text: str, *, to: str, source: str | None = None,
+                     params: SamplingParams | None = None, context_length: int | None = None,
+                     chunk_tokens: int | None = None,
                      on_progress: Callable[[int, int], None] | None = None) -> Iterator[str]:
     """Yield the translation piece by piece, each followed by the whitespace that ended its source."""
     params = params or SamplingParams(temperature=0.0)
@@ -91,8 +92,9 @@ def iter_translation(model, text: str, *, to: str, source: str | None = None, pa
         yield answer + _trailing_space(chunk)
 
 
-def translate(model, text: str, *, to: str, source: str | None = None, params=None,
-              context_length: int | None = None, chunk_tokens: int | None = None) -> str:
+def translate(model, text: str, *, to: str, source: str | None = None,
+              params: SamplingParams | None = None, context_length: int | None = None,
+              chunk_tokens: int | None = None) -> str:
     """The whole translation of `text` into language `to` (a code like ``fr`` or a name)."""
     if not text.strip():
         raise InvalidParameterError("text", "there is nothing to translate")
