@@ -56,6 +56,7 @@ def run(
     ignore_eos: opt.IgnoreEos = False, context_length: opt.ContextLength = None, threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     verbose: opt.Verbose = False,
+    speak: Annotated[bool, typer.Option("--speak", help="Read each answer aloud (eSpeak NG, offline).")] = False,
 ):
     """Chat with a model: one PROMPT, lines piped on stdin, or an interactive REPL."""
     from slmkit.cli_chat import ChatSession, repl
@@ -66,6 +67,10 @@ def run(
     llm = _load(model, context_length, threads, system, backend, dtype, device)
     session = ChatSession(llm, flags.apply(llm.default_params), verbose=verbose, system=llm.system_prompt)
     llm.system_prompt = None  # the session adds its own system message (changeable with /system)
+    if speak:
+        from slmkit.cli_tasks import answer_speaker
+
+        session.on_answer = answer_speaker(sys.stderr)
     if prompt is not None:
         session.ask(prompt, sys.stdout, sys.stderr)
         return
@@ -266,6 +271,11 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         err_console.print(f"[yellow]warning:[/] serving on {host} without an API key (use --api-key)")
     run_server(config, log_level=log_level)
+
+
+from slmkit import cli_tasks  # noqa: E402
+
+cli_tasks.register(app)  # translate, summarize, speak
 
 
 def main() -> None:

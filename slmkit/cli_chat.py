@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Callable, Iterator, TextIO
 
 from slmkit.cli_options import parse_setting
 from slmkit.errors import SlmkitError
@@ -71,6 +71,7 @@ class ChatSession:
     verbose: bool = False
     system: str | None = None
     history: list[Message] = field(default_factory=list)
+    on_answer: Callable[[str], None] | None = None  # e.g. read the answer aloud (slm run --speak)
 
     def messages(self, user_text: str) -> list[Message]:
         system = [Message("system", self.system)] if self.system else []
@@ -79,6 +80,8 @@ class ChatSession:
     def ask(self, user_text: str, out: TextIO, err: TextIO) -> None:
         result = print_stream(self.llm.chat(self.messages(user_text), self.params, stream=True), out)
         self.history += [Message("user", user_text), Message("assistant", result.text)]
+        if self.on_answer:
+            self.on_answer(result.text)
         if self.verbose:
             print_stats(self.llm, result, err)
 

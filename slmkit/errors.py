@@ -196,3 +196,10 @@ class ProviderTimeoutError(ProviderError):
 
     status_code = 504
     error_type = "timeout"
+
+
+class AudioOutputError(SlmkitError):
+    """Speech was synthesized but cannot be played: no audio player or no sound device."""
+
+    status_code = 503
+    error_type = "service_unavailable"

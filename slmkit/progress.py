@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 _console = Console(stderr=True)
 
@@ -14,24 +14,23 @@ _console = Console(stderr=True)
 @contextmanager
 def progress_bar(
     description: str, total: float, *, enabled: bool = True, unit: str = "items"
-) -> Iterator[Callable[[float], None]]:
-    """Yields ``update(completed)``; draws a bar on stderr when enabled and stderr is a terminal,
-    else prints one line when done."""
+) -> Iterator[Callable[..., None]]:
+    """Yields ``update(completed, total=None)`` (a new `total` when the work grows); draws a bar on
+    stderr when enabled and stderr is a terminal, else prints one line when done."""
     if not enabled:
-        yield lambda completed: None
+        yield lambda completed, total=None: None
         return
     if not _console.is_terminal:
-        yield lambda completed: None
+        yield lambda completed, total=None: None
         _console.print(f"{description}: done")
         return
     columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn()]
-    if unit == "bytes":
-        columns.append(DownloadColumn())
+    columns.append(DownloadColumn() if unit == "bytes" else MofNCompleteColumn())
     columns.append(TimeRemainingColumn())
     with Progress(*columns, console=_console, transient=False) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda completed: progress.update(task, completed=completed)
-        progress.update(task, completed=total)
+        yield lambda completed, total=None: progress.update(task, completed=completed, total=total)
+        progress.update(task, completed=progress.tasks[0].total)
 
 
 def status(message: str, *, enabled: bool = True) -> None:

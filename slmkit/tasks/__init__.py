@@ -1,0 +1,1 @@
+"""Tasks over any model with a chat() method: translation, summarization, speech."""
