@@ -73,6 +73,7 @@ bench: install
 	$(PY) benchmarks/decode.py
 	$(PY) benchmarks/engine_step.py
 	$(PY) benchmarks/serve.py
+	$(PY) benchmarks/torch_engine.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

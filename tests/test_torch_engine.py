@@ -148,3 +148,18 @@ def test_backend_errors_are_clear(tiny_phi3, tmp_path):
     (broken / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not valid JSON"):
         LLM(str(broken))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_cuda_path_gives_the_cpu_answer(smollm2_path, torch_smollm2):
+    with LLM(str(smollm2_path), backend="torch", device="cuda", dtype="float32", max_sequences=2) as gpu:
+        prompt = "The capital of France is"
+        params = SamplingParams(max_tokens=8, temperature=0)
+        assert gpu.generate(prompt, params).text == torch_smollm2.generate(prompt, params).text
+
+
+def test_cuda_asked_without_a_gpu_is_a_clear_error(smollm2_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(InvalidParameterError, match="torch sees no GPU"):
+        LLM(str(smollm2_path), backend="torch", device="cuda")
