@@ -256,6 +256,9 @@ def serve(
     run_server(config, log_level=log_level)
 
 
+import slmkit.cli_tools  # noqa: E402,F401  - registers compare, bench and eval on `app`
+
+
 def main() -> None:
     """Entry point: our errors become one clear line and exit 1, never a traceback.
 

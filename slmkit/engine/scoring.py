@@ -47,7 +47,7 @@ class Scorer:
         once, and the KV cache is rewound to it before each continuation."""
         context = self._check(context_ids, minimum=1)
         self.runner.free(self.seq_id)
-        _, last = self._feed(context, start=0, previous=None)
+        last = self._prime(context)
         results = []
         for continuation in continuations:
             ids = self._check(continuation, minimum=1, offset=len(context))
@@ -56,6 +56,14 @@ class Scorer:
             results.append(scores)
         self.runner.free(self.seq_id)
         return results
+
+    def _prime(self, ids: list[int]) -> np.ndarray:
+        """Run `ids` for their KV only; the log-softmax row after the last one."""
+        step = self.runner.max_batch_tokens
+        for begin in range(0, len(ids), step):
+            piece = ids[begin : begin + step]
+            logits = self.runner.forward([Chunk(self.seq_id, piece, begin, want_logits=begin + step >= len(ids))])
+        return log_softmax_rows(logits)[-1]
 
     def _feed(self, ids: list[int], *, start: int, previous: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Run `ids` from position `start`; returns the log-probability of each of them (NaN
