@@ -123,17 +123,15 @@ class Comparison:
         except BaseException:
             self.close()
             raise
+        self.names = list(models)  # as the user wrote them: "smollm2", not "smollm2:original"
         self.params = [params_for(llm) if params_for else llm.default_params for llm in self.llms]
 
-    @property
-    def names(self) -> list[str]:
-        return [llm.name for llm in self.llms]
 
     def run(self, messages: Sequence[Message], on_tick: Callable[[list[ModelRun]], None] | None = None,
             tick_seconds: float = 0.1) -> PromptResult:
         """All models answer `messages` concurrently; `on_tick(runs)` is called every
         `tick_seconds` from this thread while they stream, and once at the end."""
-        result = PromptResult(list(messages), [ModelRun(llm.name) for llm in self.llms])
+        result = PromptResult(list(messages), [ModelRun(name) for name in self.names])
         workers = [threading.Thread(target=_answer, args=(llm, result.messages, params, run), daemon=True)
                    for llm, params, run in zip(self.llms, self.params, result.runs)]
         for worker in workers:
