@@ -276,6 +276,7 @@ def serve(
 from slmkit import cli_tasks  # noqa: E402
 
 cli_tasks.register(app)  # translate, summarize, speak
+import slmkit.cli_tools  # noqa: E402,F401  - registers compare, bench and eval on `app`
 
 
 def main() -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 from slmkit.backends.loading import BackendOptions, load_model
 from slmkit.engine.generator import Generator
+from slmkit.engine.scoring import Scorer
 from slmkit.engine.text_stream import TextStream
 from slmkit.errors import InvalidParameterError, InvalidRequestError
 from slmkit.sampling import beam_search, make_constraint
@@ -129,6 +131,19 @@ class LLM:
                          end_token_ids=self.tokenizer.special.end_of_generation,
                          seq_id=self._free_seq_ids.pop(), on_close=self._free_seq_ids.append,
                          constraint=make_constraint(self.tokenizer, params or self.default_params))
+
+    @contextmanager
+    def scorer(self) -> Iterator[Scorer]:
+        """A `Scorer` on a free sequence slot: log-likelihoods of given text (perplexity,
+        multiple choice), for as long as the ``with`` block lasts."""
+        if not self._free_seq_ids:
+            raise InvalidRequestError(f"all {self.runner.max_sequences} sequence slots are in use")
+        seq_id = self._free_seq_ids.pop()
+        try:
+            yield Scorer(self.runner, seq_id)
+        finally:
+            self.runner.free(seq_id)
+            self._free_seq_ids.append(seq_id)
 
     def _submit(self, prompt_ids: list[int], params: SamplingParams | None, stream: bool):
         params = params or self.default_params

@@ -21,6 +21,7 @@ class Chunk:
     token_ids: Sequence[int]  # a prompt chunk, or the one new token when decoding
     start_pos: int  # position of token_ids[0] in the sequence
     want_logits: bool = True  # logits for the last token of the chunk only
+    all_logits: bool = False  # logits for every token of the chunk (scoring text: perplexity, choices)
 
 
 @runtime_checkable
@@ -32,7 +33,8 @@ class Runner(Protocol):
     max_batch_tokens: int  # most tokens one `forward` call takes
 
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
-        """Run the chunks; return ``[n_wanted, vocab]`` float32 logits in chunk order.
+        """Run the chunks; return ``[n_wanted, vocab]`` float32 logits in chunk order
+        (one row per token of an ``all_logits`` chunk).
 
         The array may be a view into the runner's memory: it is valid until the next call.
         """

@@ -304,15 +304,15 @@ class LlamaCppRunner:
                 self._tokens[n] = chunk.token_ids[0]
                 self._pos[n] = chunk.start_pos
                 self._seq_ids[n] = chunk.seq_id
-                self._want[n] = chunk.want_logits
+                self._want[n] = chunk.want_logits or chunk.all_logits
             else:
                 self._tokens[n : n + k] = chunk.token_ids
                 self._pos[n : n + k] = self._arange[:k] + chunk.start_pos
                 self._seq_ids[n : n + k] = chunk.seq_id
-                self._want[n : n + k] = 0
-                self._want[n + k - 1] = chunk.want_logits
+                self._want[n : n + k] = chunk.all_logits
+                self._want[n + k - 1] = chunk.want_logits or chunk.all_logits
             n += k
-            n_out += chunk.want_logits
+            n_out += k if chunk.all_logits else chunk.want_logits
         self._batch.n_tokens = n
         rc = llama_cpp.llama_decode(self._ctx, self._batch)
         if rc != 0:
