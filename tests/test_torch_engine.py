@@ -163,3 +163,20 @@ def test_cuda_asked_without_a_gpu_is_a_clear_error(smollm2_path):
         pytest.skip("a GPU is present")
     with pytest.raises(InvalidParameterError, match="torch sees no GPU"):
         LLM(str(smollm2_path), backend="torch", device="cuda")
+
+
+def test_torch_runner_all_logits_match_one_token_steps(torch_smollm2):
+    """Scoring (perplexity, multiple choice) reads every position's logits in one chunk."""
+    import numpy as np
+
+    from slmkit.backends.base import Chunk
+    from slmkit.backends.torch_runner import TorchRunner
+
+    ids = torch_smollm2.tokenizer.encode("The capital of France is Paris.", add_special=False)
+    runner = TorchRunner(torch_smollm2.model.model, context_length=64, max_sequences=2)
+    together = runner.forward([Chunk(0, ids, 0, all_logits=True), Chunk(1, ids[:3], 0)])
+    assert together.shape == (len(ids) + 1, runner.vocab_size)
+    steps = np.stack([runner.forward([Chunk(1, [t], 3 + i)])[0].copy() for i, t in enumerate(ids[3:])])
+    assert np.abs(together[len(ids) - 1] - together[len(ids)]).max() > 0  # rows are in chunk order
+    assert np.allclose(together[:3][-1], together[len(ids)], atol=1e-4)
+    assert np.allclose(together[3:len(ids) - 1], steps[:-1], atol=1e-4)

@@ -54,15 +54,13 @@ class TorchRunner:
             rows: dict[int, torch.Tensor] = {}
             for group in groups:
                 logits = self._run([chunks[i] for i in group])
-                wanted = [i for i in group if chunks[i].want_logits]
-                rows.update(zip(wanted, logits))
+                rows.update((i, out) for i, out in zip(group, logits) if out is not None)
         for chunk in chunks:
             self._tokens[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
             self._lengths[chunk.seq_id] += len(chunk.token_ids)
-        order = [i for i, c in enumerate(chunks) if c.want_logits]
-        if not order:
+        if not rows:
             return np.empty((0, self.vocab_size), dtype=np.float32)
-        return torch.stack([rows[i] for i in order]).float().cpu().numpy()
+        return torch.cat([rows[i] for i in sorted(rows)]).float().cpu().numpy()
 
     def truncate(self, seq_id: int, length: int) -> None:
         if length < self._lengths[seq_id]:
@@ -125,8 +123,9 @@ class TorchRunner:
             piece = history[start : start + self.max_batch_tokens]
             self._run([Chunk(seq_id, piece, start, want_logits=False)])
 
-    def _run(self, chunks: list[Chunk]) -> torch.Tensor:
-        """One padded forward; the logits of the last token of each chunk that wants them."""
+    def _run(self, chunks: list[Chunk]) -> list[torch.Tensor | None]:
+        """One padded forward; per chunk, logits ``[rows, vocab]`` of its last token (every token
+        for ``all_logits``), or None when it wants none."""
         lengths = [len(c.token_ids) for c in chunks]
         width = max(lengths)
         ids = torch.zeros((len(chunks), width), dtype=torch.long)
@@ -136,8 +135,12 @@ class TorchRunner:
         batch = ForwardBatch.build([c.start_pos for c in chunks], lengths, [c.seq_id for c in chunks],
                                    self.device, use_long)
         hidden = self.model.hidden(ids.to(self.device), batch, self.cache)
-        wanted = [row for row, c in enumerate(chunks) if c.want_logits]
-        if not wanted:
-            return hidden.new_empty((0, self.vocab_size))
-        last = hidden[wanted, [lengths[row] - 1 for row in wanted]]
-        return self.model.logits(last)
+        out: list[torch.Tensor | None] = []
+        for row, chunk in enumerate(chunks):
+            if chunk.all_logits:
+                out.append(self.model.logits(hidden[row, : lengths[row]]))
+            elif chunk.want_logits:
+                out.append(self.model.logits(hidden[row, lengths[row] - 1 : lengths[row]]))
+            else:
+                out.append(None)
+        return out
