@@ -1,10 +1,11 @@
 """slmkit: run, serve, compare and scale small language models behind one API."""
 
 from slmkit.errors import SlmkitError
-from slmkit.types import Message, RequestOutput, SamplingParams, Usage
+from slmkit.types import ImagePart, Message, RequestOutput, SamplingParams, TextPart, Usage
 
 __version__ = "0.1.0"
-__all__ = ["LLM", "Generator", "SamplingParams", "Message", "RequestOutput", "Usage", "SlmkitError"]
+__all__ = ["LLM", "Generator", "SamplingParams", "Message", "TextPart", "ImagePart", "RequestOutput", "Usage",
+           "SlmkitError"]
 
 
 def __getattr__(name: str):

@@ -33,6 +33,7 @@ class InvalidParameterError(InvalidRequestError):
 
     def __init__(self, param: str, message: str):
         super().__init__(f"{param}: {message}", param=param, code="invalid_parameter")
+        self.detail = message  # the message without the parameter's name, to re-raise it under another
 
 
 class ContextLengthError(InvalidRequestError):

@@ -76,6 +76,7 @@ class LLM:
             self.tokenizer, architecture=self.info.architecture,
             template=self.manifest.template or self.info.chat_template,
             system_prompt=system_prompt if system_prompt is not None else self.manifest.system,
+            model_name=self.name,
         )
         self.default_params = SamplingParams.from_dict(self.manifest.parameters)
         self._free_seq_ids = list(range(max_sequences - 1, -1, -1))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
@@ -144,12 +147,130 @@ def _check_int(name, value, *, minimum, optional=False) -> None:
         raise InvalidParameterError(name, f"must be >= {minimum}, got {value!r}")
 
 
+IMAGE_DETAILS = ("auto", "low", "high")
+# Magic numbers of the image formats vision APIs take, to name a data URL's media type.
+_IMAGE_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+                     (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp"))
+
+
+def image_media_type(data: bytes) -> str | None:
+    """``image/png``, ``image/jpeg``, ``image/gif``, ``image/webp`` or ``image/bmp`` from the
+    bytes themselves; None for anything else."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    for signature, media_type in _IMAGE_SIGNATURES:
+        if data.startswith(signature):
+            return media_type
+    return None
+
+
+@dataclass
+class TextPart:
+    """Text in a message's content parts (OpenAI's ``{"type": "text", "text": ...}``)."""
+
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "text", "text": self.text}
+
+
+@dataclass
+class ImagePart:
+    """An image in a message's content parts (OpenAI's ``{"type": "image_url", "image_url":
+    {"url", "detail"}}``): a ``data:image/...;base64,...`` URL, or an http(s) URL the provider
+    fetches itself. `from_file` builds the data URL from a local file."""
+
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url:
+            raise InvalidParameterError("image_url.url", "must be a data: URL or an http(s) URL")
+        if self.detail is not None and self.detail not in IMAGE_DETAILS:
+            raise InvalidParameterError("image_url.detail", f"must be one of {IMAGE_DETAILS}, got {self.detail!r}")
+        if self.is_data_url:
+            header, comma, data = self.url.partition(",")
+            if not comma or not header.endswith(";base64") or not header[5:].startswith("image/"):
+                raise InvalidParameterError("image_url.url", "a data URL must look like "
+                                            "data:image/png;base64,<base64 data>")
+            if not data:
+                raise InvalidParameterError("image_url.url", "the data URL holds no image data")
+        elif not self.url.lower().startswith(("http://", "https://")):
+            raise InvalidParameterError("image_url.url", f"must be a data: URL or an http(s) URL, got "
+                                        f"{self.url[:40]!r}; ImagePart.from_file(path) makes a data URL of a file")
+
+    @classmethod
+    def from_file(cls, path: "str | os.PathLike[str]", *, detail: Literal["auto", "low", "high"] | None = None
+                  ) -> "ImagePart":
+        """An image part holding a local image file as a base64 data URL (PNG, JPEG, GIF, WebP, BMP)."""
+        file = Path(path).expanduser()
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise InvalidParameterError("image", f"cannot read {file}: {exc.strerror or exc}") from None
+        media_type = image_media_type(data)
+        if media_type is None:
+            raise InvalidParameterError("image", f"{file} is not a PNG, JPEG, GIF, WebP or BMP image")
+        return cls(f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}", detail)
+
+    @property
+    def is_data_url(self) -> bool:
+        return self.url[:5].lower() == "data:"
+
+    @property
+    def media_type(self) -> str | None:
+        """The data URL's media type (``image/png``); None for an http(s) URL."""
+        return self.url[5:].partition(";")[0] if self.is_data_url else None
+
+    @property
+    def base64_data(self) -> str | None:
+        """The base64 payload of a data URL (what Ollama's ``images`` take); None for an http(s) URL."""
+        return self.url.partition(",")[2] if self.is_data_url else None
+
+    def to_dict(self) -> dict[str, Any]:
+        image_url: dict[str, Any] = {"url": self.url}
+        if self.detail is not None:
+            image_url["detail"] = self.detail
+        return {"type": "image_url", "image_url": image_url}
+
+
+ContentPart = TextPart | ImagePart
+
+
+def _coerce_part(value: Any, where: str) -> ContentPart:
+    if isinstance(value, (TextPart, ImagePart)):
+        return value
+    if not isinstance(value, dict):
+        raise InvalidParameterError(where, f"a content part must be a dict, got {value!r}")
+    kind = value.get("type")
+    if kind == "text":
+        if not isinstance(value.get("text"), str):
+            raise InvalidParameterError(f"{where}.text", "must be a string")
+        return TextPart(value["text"])
+    if kind == "image_url":
+        image_url = value.get("image_url")
+        if isinstance(image_url, str):  # a bare URL, as some clients send it
+            image_url = {"url": image_url}
+        if not isinstance(image_url, dict):
+            raise InvalidParameterError(f"{where}.image_url", "must be {\"url\": ..., \"detail\": ...}")
+        try:
+            return ImagePart(image_url.get("url"), image_url.get("detail"))
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(f"{where}.{exc.param}", exc.detail) from None
+    raise InvalidParameterError(f"{where}.type", f"must be 'text' or 'image_url', got {kind!r}")
+
+
 @dataclass
 class Message:
-    """One chat message. ``content`` is text; richer content parts come with the vision issue."""
+    """One chat message. ``content`` is text, or a list of content parts (`TextPart`,
+    `ImagePart`) as OpenAI's API has them. `text` is the text either way; `images` the images."""
 
     role: str
-    content: str
+    content: str | list[ContentPart]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.content, str):
+            self.content = [_coerce_part(part, f"content[{i}]") for i, part in enumerate(self.content)]
 
     @classmethod
     def coerce(cls, value: "Message | dict[str, Any]") -> "Message":
@@ -160,12 +281,37 @@ class Message:
         role, content = value.get("role"), value.get("content")
         if not isinstance(role, str) or not role:
             raise InvalidParameterError("messages", "each message needs a non-empty 'role'")
-        if not isinstance(content, str):
-            raise InvalidParameterError("messages", f"message content must be text, got {content!r}")
-        return cls(role=role, content=content)
+        if not isinstance(content, (str, list, tuple)):
+            raise InvalidParameterError("messages", "message content must be text or a list of content parts, "
+                                        f"got {content!r}")
+        return cls(role=role, content=content if isinstance(content, str) else list(content))
 
-    def to_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    @property
+    def text(self) -> str:
+        """The text of the message: ``content`` itself, or its text parts joined."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    @property
+    def images(self) -> list[ImagePart]:
+        return [] if isinstance(self.content, str) else [p for p in self.content if isinstance(p, ImagePart)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """OpenAI's shape: content as text, or as a list of part dicts when it is one."""
+        if isinstance(self.content, str):
+            return {"role": self.role, "content": self.content}
+        return {"role": self.role, "content": [part.to_dict() for part in self.content]}
+
+
+def refuse_images(messages: Sequence[Message], model: str) -> None:
+    """Raise `InvalidParameterError` if any message holds an image: for models that read text only,
+    so an image is never silently dropped."""
+    for i, message in enumerate(messages):
+        if message.images:
+            raise InvalidParameterError(
+                f"messages[{i}]", f"{model} has no vision support: it reads text only, so the image cannot be "
+                "used; remove the image, or send it to a vision model (e.g. nim:microsoft/phi-3.5-vision-instruct)")
 
 
 @dataclass

@@ -14,6 +14,7 @@ to use them) and small helpers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -159,6 +160,9 @@ class FakeProvider:
                 return _send_json(handler, 400, self._error_body(
                     400, f"Extra parameters {extra} are not allowed when extra-parameters is not set or set "
                          "to be 'error'. Set extra-parameters to 'pass-through' to pass to the model."))
+        problem = self._check_messages(rec.body.get("messages"))
+        if problem:
+            return _send_json(handler, 400, self._error_body(400, problem))
         model = rec.body.get("model")
         if (model is not None or self.kind != "azure") and model not in self.models:
             return _send_json(handler, 404, self._error_body(404, f"unknown model {model!r}", model=True))
@@ -192,6 +196,37 @@ class FakeProvider:
         if self.kind == "azure" and rec.headers.get("api-key") == self.key:
             return True
         return rec.headers.get("authorization") == f"Bearer {self.key}"
+
+    def _check_messages(self, messages: Any) -> str | None:
+        """What is wrong with the messages in this wire format, if anything: OpenAI-shaped APIs
+        take content as text or parts (text, image_url with a data: or http(s) url); Ollama takes
+        text content and ``images`` as bare base64."""
+        for i, message in enumerate(messages or []):
+            content = message.get("content")
+            if self.kind == "ollama":
+                if not isinstance(content, str):
+                    return f"messages[{i}].content must be a string"
+                for image in message.get("images") or []:
+                    if not isinstance(image, str) or image.startswith("data:"):
+                        return f"messages[{i}].images must be base64 strings"
+                    try:
+                        base64.b64decode(image, validate=True)
+                    except ValueError:
+                        return f"messages[{i}].images: illegal base64 data"
+                continue
+            if isinstance(content, str):
+                continue
+            if not isinstance(content, list) or "images" in message:
+                return f"messages[{i}].content must be a string or an array of content parts"
+            for part in content:
+                if part.get("type") == "text" and isinstance(part.get("text"), str):
+                    continue
+                image_url = part.get("image_url") if part.get("type") == "image_url" else None
+                url = image_url.get("url") if isinstance(image_url, dict) else None
+                if (not isinstance(url, str) or not url.startswith(("data:image/", "http://", "https://"))
+                        or image_url.get("detail", "auto") not in ("auto", "low", "high")):
+                    return f"messages[{i}]: invalid content part {json.dumps(part)[:80]}"
+        return None
 
     def _error_body(self, status: int, message: str, *, model: bool = False) -> Any:
         if self.kind == "ollama":

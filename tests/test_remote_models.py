@@ -76,3 +76,30 @@ def test_gateway_forwards_a_remote_model(server, llm):
             client.chat.completions.create(model="openai:smollm2", messages=TWO_PLUS_TWO, logprobs=True)
     finally:
         gateway.stop()
+
+
+def test_gateway_ollama_routes_forward_remote_models(server, llm):
+    """/api/chat and /api/generate of one `slm serve` forwarding to another, through its OpenAI
+    and its Ollama API, with the real ollama client: the same greedy answer as the local model."""
+    import ollama
+
+    gateway = ServerProcess("--parallel", "1", env={"OPENAI_BASE_URL": f"{server.base}/v1",
+                                                    "OPENAI_API_KEY": "unused", "OLLAMA_HOST": server.base})
+    try:
+        client = ollama.Client(host=gateway.base, timeout=120)
+        local = llm.chat(TWO_PLUS_TWO, GREEDY)
+        options = {"temperature": 0, "num_predict": 128}
+        for model in ("openai:smollm2", "ollama:smollm2"):
+            whole = client.chat(model=model, messages=TWO_PLUS_TWO, options=options)
+            assert whole.message.content == local.text and whole.done_reason == "stop", model
+            assert whole.eval_count == local.usage.completion_tokens and whole.prompt_eval_count > 0
+            parts = list(client.chat(model=model, messages=TWO_PLUS_TWO, options=options, stream=True))
+            assert "".join(p.message.content for p in parts) == local.text and parts[-1].done
+            generated = client.generate(model=model, prompt="What is 2 + 2?", options=options)
+            assert generated.response == local.text, model
+        raw = "".join(p.response for p in client.generate(model="ollama:smollm2", prompt="The capital of France is",
+                                                          raw=True, stream=True,
+                                                          options={"temperature": 0, "num_predict": 3}))
+        assert raw.startswith(" Paris")
+    finally:
+        gateway.stop()

@@ -4,7 +4,8 @@
 Ollama's defaults differ from slmkit's (temperature 0.8, top_k 40, top_p 0.9). A raw prompt goes
 to ``/api/generate`` with ``raw: true``, so Ollama applies no template. Errors are
 ``{"error": "..."}`` bodies, and a failure after streaming began is one more such line with the
-status still 200.
+status still 200. Images go as Ollama has them: bare base64 (no ``data:`` prefix) in the
+message's ``images``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from slmkit.providers.base import (
     refuse_unsupported,
 )
 from slmkit.providers.http import ErrorHints, HttpCall, HttpTransport
-from slmkit.types import RequestOutput, Timings, Usage
+from slmkit.types import Message, RequestOutput, Timings, Usage
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 
@@ -82,7 +83,7 @@ class OllamaProvider(HttpProvider):
         body: dict[str, Any] = {"model": request.model}
         if request.is_chat:
             path = "/api/chat"
-            body["messages"] = [m.to_dict() for m in request.messages or []]
+            body["messages"] = [ollama_message(m, i) for i, m in enumerate(request.messages or [])]
         else:
             path = "/api/generate"
             body["prompt"] = request.prompt
@@ -106,6 +107,19 @@ class OllamaProvider(HttpProvider):
 
     def new_parser(self, request: ProviderRequest, builder: OutputBuilder) -> StreamParser:
         return NdjsonParser(self.name, builder, chat=request.is_chat)
+
+
+def ollama_message(message: Message, index: int) -> dict[str, Any]:
+    """Ollama's message: the text as ``content`` and images as bare base64 in ``images``."""
+    wire: dict[str, Any] = {"role": message.role, "content": message.text}
+    if message.images:
+        for image in message.images:
+            if not image.is_data_url:
+                raise InvalidParameterError(
+                    f"messages[{index}]", f"Ollama takes images as base64 data, not URLs ({image.url[:60]!r}); "
+                    "download the image and pass ImagePart.from_file(path), or a data: URL")
+        wire["images"] = [image.base64_data for image in message.images]
+    return wire
 
 
 def options(request: ProviderRequest) -> dict[str, Any]:

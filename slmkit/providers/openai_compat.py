@@ -7,7 +7,8 @@ LM Studio, another ``slm serve``) at ``OPENAI_BASE_URL``.
 Sampling parameters the OpenAI API lacks (``top_k``, ``min_p``, ``repetition_penalty``,
 ``stop_token_ids``, ``ignore_eos``) are refused for api.openai.com and the clouds. For any other
 base URL they are sent as vLLM's extra body fields, which vLLM, llama-server and slmkit accept;
-a server that does not know them answers 400, which is raised, never hidden.
+a server that does not know them answers 400, which is raised, never hidden. Messages with
+content parts (text and ``image_url``) are sent as they are.
 """
 
 from __future__ import annotations

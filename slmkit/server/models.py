@@ -135,8 +135,8 @@ class ModelManager:
         if parsed is not None:
             if not remote_ok:
                 raise InvalidRequestError(
-                    f"{reference} is a provider model: this server forwards it on the OpenAI and Azure "
-                    "chat and completions routes only", param="model")
+                    f"{reference} is a provider model: this server forwards it on the chat and completion "
+                    "routes only (OpenAI, Azure and Ollama APIs)", param="model")
             return self._remote(reference, *parsed)
         key = self._aliases.get(reference, reference)
         served = self.loaded.get(key)
@@ -196,7 +196,7 @@ class ModelManager:
                         max_chunk_per_sequence=cfg.max_chunk_per_sequence)
         formatter = PromptFormatter(model.tokenizer, architecture=model.info.architecture,
                                     template=manifest.template or model.info.chat_template,
-                                    system_prompt=manifest.system)
+                                    system_prompt=manifest.system, model_name=name)
         return ServedModel(
             name=name, path=path, manifest=manifest, model=model,
             engine=AsyncEngine(engine, name=f"engine-{name}"), formatter=formatter,

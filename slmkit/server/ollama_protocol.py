@@ -9,6 +9,7 @@ context and threads when it starts.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ from slmkit.backends.llamacpp import LlamaCppModel, ModelInfo
 from slmkit.errors import InvalidParameterError
 from slmkit.store.gguf_info import format_parameters
 from slmkit.store.manifest import Manifest
-from slmkit.types import Message, SamplingParams
+from slmkit.types import ImagePart, Message, SamplingParams, TextPart, image_media_type
 
 log = logging.getLogger("slmkit.server")
 
@@ -228,15 +229,15 @@ class ChatRequest(GenerationRequest):
         if self.tools:
             raise InvalidParameterError("tools", "tool calling is not supported by this server yet")
         for i, message in enumerate(self.messages or []):
-            if message.images:
-                raise InvalidParameterError(f"messages[{i}].images", "images are not supported yet "
-                                            "(no vision model is served here)")
             if message.tool_calls:
                 raise InvalidParameterError(f"messages[{i}].tool_calls", "tool calling is not supported by "
                                             "this server yet")
 
     def to_messages(self) -> list[Message]:
-        return [Message(m.role, m.content or "") for m in self.messages or []]
+        """Our messages; ``images`` become image parts after the text (a text-only model refuses
+        them when its chat template is applied)."""
+        return [_message(m.role, m.content or "", m.images, f"messages[{i}].images")
+                for i, m in enumerate(self.messages or [])]
 
 
 class GenerateRequest(GenerationRequest):
@@ -250,14 +251,38 @@ class GenerateRequest(GenerationRequest):
 
     def check_supported(self) -> None:
         self.check_common()
-        if self.images:
-            raise InvalidParameterError("images", "images are not supported yet (no vision model is served here)")
         if self.template:
             raise InvalidParameterError("template", "a per-request prompt template is not supported; the model's "
                                         "chat template is used — send \"raw\": true with a fully formatted "
                                         "prompt instead")
         if self.suffix:
             raise InvalidParameterError("suffix", "fill-in-the-middle is not supported by this server")
+        if self.raw and self.images:
+            raise InvalidParameterError("images", "images go through the model's chat template; leave \"raw\" "
+                                        "false to send them")
+
+    def to_messages(self) -> list[Message]:
+        """The prompt as a chat turn (system first when given), what a non-raw generate runs."""
+        system = [Message("system", self.system)] if self.system else []
+        return system + [_message("user", self.prompt or "", self.images, "images")]
+
+
+def _message(role: str, text: str, images: list[str] | None, where: str) -> Message:
+    if not images:
+        return Message(role, text)
+    return Message(role, [TextPart(text), *(image_part(data, f"{where}[{i}]") for i, data in enumerate(images))])
+
+
+def image_part(data: str, where: str) -> ImagePart:
+    """An Ollama image (bare base64, as its API takes them) as a data-URL image part."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError:
+        raise InvalidParameterError(where, "must be base64-encoded image data (without a data: prefix)") from None
+    media_type = image_media_type(raw)
+    if media_type is None:
+        raise InvalidParameterError(where, "is not a PNG, JPEG, GIF, WebP or BMP image")
+    return ImagePart(f"data:{media_type};base64,{data}")
 
 
 class EmbedRequest(_Body):

@@ -20,10 +20,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from slmkit import __version__
 from slmkit.backends.llamacpp import ModelInfo
-from slmkit.errors import ModelNotFoundError, OfflineError, SlmkitError
+from slmkit.errors import InvalidParameterError, ModelNotFoundError, OfflineError, SlmkitError
 from slmkit.server.context import ServerContext
 from slmkit.server.http import parse_model, read_json
 from slmkit.server.models import ServedModel
+from slmkit.server.remote import RemoteModel
 from slmkit.server.ollama_protocol import (
     ChatRequest,
     EmbeddingsRequest,
@@ -48,10 +49,11 @@ from slmkit.server.ollama_protocol import (
     strip_latest,
     timestamp,
 )
+from slmkit.providers.registry import parse_model_string
 from slmkit.store.catalog import CATALOG, import_instructions
 from slmkit.store.manifest import Manifest
 from slmkit.store.store import looks_like_path, parse_reference
-from slmkit.types import Message, RequestOutput, SamplingParams, TokenLogprob
+from slmkit.types import RequestOutput, SamplingParams, TokenLogprob
 
 router = APIRouter()
 log = logging.getLogger("slmkit.server")
@@ -79,11 +81,15 @@ async def chat(request: Request):
     if not req.messages:
         return await _load_or_unload(ctx, req.model, keep_alive, message={"role": "assistant", "content": ""})
     served, load_seconds = await _get(ctx, req.model, keep_alive)
+    if isinstance(served, RemoteModel):
+        params = _remote_params(served, req)
+        job = Generation(ctx, served, req.model, "chat", [], params, started, load_seconds)
+        return await job.respond(await served.chat(req.to_messages(), params), req.streaming)
     prompt_ids = served.formatter.encode_chat(req.to_messages())
     params = _params(ctx, served, prompt_ids, req)
     job = Generation(ctx, served, req.model, "chat", prompt_ids, params, started, load_seconds,
                      unload_after=keep_alive == 0)
-    return await job.respond(req.streaming)
+    return await job.respond(ctx.stream(served, prompt_ids, params), req.streaming)
 
 
 @router.post("/api/generate")
@@ -96,26 +102,36 @@ async def generate(request: Request):
     if not req.prompt:
         return await _load_or_unload(ctx, req.model, keep_alive, response="")
     served, load_seconds = await _get(ctx, req.model, keep_alive)
+    if isinstance(served, RemoteModel):
+        if req.context:
+            raise InvalidParameterError("context", f"{req.model} is a provider model: it has no token context "
+                                        "to continue; send the conversation to /api/chat instead")
+        params = _remote_params(served, req)
+        job = Generation(ctx, served, req.model, "generate", [], params, started, load_seconds)
+        # raw: the prompt as it is (a completion); else the provider applies its chat template
+        stream = (await served.complete(req.prompt, params) if req.raw
+                  else await served.chat(req.to_messages(), params))
+        return await job.respond(stream, req.streaming)
     if req.raw:
         text = req.prompt
     else:
-        text = served.formatter.apply_chat_template([Message("user", req.prompt)],
-                                                    system_prompt=req.system or None)
+        text = served.formatter.apply_chat_template(req.to_messages())
     if req.context:  # deprecated in Ollama: the tokens of an earlier exchange, continued here
         text = served.model.tokenizer.decode(req.context, skip_special=False) + text
     prompt_ids = served.formatter.encode_prompt(text)
     params = _params(ctx, served, prompt_ids, req)
     job = Generation(ctx, served, req.model, "generate", prompt_ids, params, started, load_seconds,
                      unload_after=keep_alive == 0, return_context=not req.raw)
-    return await job.respond(req.streaming)
+    return await job.respond(ctx.stream(served, prompt_ids, params), req.streaming)
 
 
-async def _get(ctx: ServerContext, model: str, keep_alive: float) -> tuple[ServedModel, float]:
-    """The loaded model and the seconds spent loading it. ``keep_alive`` 0 (unload after this
-    request) is applied when the request ends: set now, the idle reaper could unload the model
-    before the generation starts."""
+async def _get(ctx: ServerContext, model: str, keep_alive: float) -> tuple[ServedModel | RemoteModel, float]:
+    """The loaded model (or the provider model to forward to) and the seconds spent loading it.
+    ``keep_alive`` 0 (unload after this request) is applied when the request ends: set now, the
+    idle reaper could unload the model before the generation starts."""
     started = time.perf_counter()
-    served = await ctx.manager.get(strip_latest(model), keep_alive=None if keep_alive == 0 else keep_alive)
+    served = await ctx.manager.get(strip_latest(model), keep_alive=None if keep_alive == 0 else keep_alive,
+                                   remote_ok=True)
     return served, time.perf_counter() - started
 
 
@@ -134,10 +150,22 @@ def _params(ctx: ServerContext, served: ServedModel, prompt_ids: list[int],
     return params
 
 
+def _remote_params(served: RemoteModel, req: GenerationRequest) -> SamplingParams:
+    """Options for a provider model: no length limit unless ``num_predict`` asks for one (Ollama's
+    default); what the provider cannot honour is refused when the call is built."""
+    served.check_supported(logprobs=req.logprobs_k() is not None, n=1)
+    params, _ = sampling_params(req.options, served.default_params, default_max_tokens=None,
+                                json_mode=json_mode(req.format), logprobs=None)
+    return params
+
+
 async def _load_or_unload(ctx: ServerContext, model: str, keep_alive: float, **empty: Any) -> JSONResponse:
     """An empty prompt or message list loads the model; with ``keep_alive`` 0 it unloads it."""
     require_model(model)
-    if keep_alive == 0:
+    if parse_model_string(model) is not None:  # nothing to load: check the provider is configured
+        await ctx.manager.get(model, remote_ok=True)
+        reason = "unload" if keep_alive == 0 else "load"
+    elif keep_alive == 0:
         served = await _loaded(ctx, model)
         if served is not None:
             if served.active_requests:
@@ -170,10 +198,10 @@ class Generation:
     """One chat or generate request, from prompt ids to NDJSON lines or one JSON object."""
 
     ctx: ServerContext
-    served: ServedModel
+    served: ServedModel | RemoteModel
     model: str  # as the client named it; Ollama echoes it back
     kind: str  # "chat" or "generate"
-    prompt_ids: list[int]
+    prompt_ids: list[int]  # empty for a provider model (its usage counts the prompt)
     params: SamplingParams
     started: float
     load_seconds: float
@@ -181,8 +209,7 @@ class Generation:
     return_context: bool = False
     token_ids: list[int] = field(default_factory=list)
 
-    async def respond(self, streaming: bool):
-        stream = self.ctx.stream(self.served, self.prompt_ids, self.params)
+    async def respond(self, stream: AsyncIterator[RequestOutput], streaming: bool):
         if streaming:
             return StreamingResponse(self.lines(stream), media_type=NDJSON)
         pieces: list[str] = []

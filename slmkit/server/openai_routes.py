@@ -58,7 +58,7 @@ async def run_chat(ctx: ServerContext, req: ChatCompletionRequest):
     params = req.params(served.default_params)
     if isinstance(served, RemoteModel):
         served.check_supported(logprobs=req.logprobs, n=req.n)
-        streams = [served.chat(req.to_messages(), params)]
+        streams = [await served.chat(req.to_messages(), params)]
     else:
         prompt_ids = served.formatter.encode_chat(req.to_messages())
         limit, limit_name = req.token_limit
@@ -178,7 +178,7 @@ async def _remote_completion(ctx, served: RemoteModel, req: CompletionRequest, p
     if len(prompts) != 1 or not isinstance(prompts[0], str) or req.echo:
         raise InvalidParameterError("prompt", f"{served.name} takes one text prompt (no token ids, no echo)")
     served.check_supported(logprobs=req.logprobs is not None, n=req.n)
-    streams = [served.complete(prompts[0], params)]
+    streams = [await served.complete(prompts[0], params)]
     rid, created = new_id("cmpl"), int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)

@@ -4,12 +4,12 @@ repetition_penalty, ignore_eos, stop_token_ids) are accepted."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from slmkit.errors import InvalidParameterError
-from slmkit.types import Message, SamplingParams
+from slmkit.types import ContentPart, ImagePart, Message, SamplingParams, TextPart
 
 
 class _Strict(BaseModel):
@@ -20,23 +20,49 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class TextPart(_Strict):
+class TextPartBody(_Strict):
     type: Literal["text"]
     text: str
 
 
+class ImageURL(_Strict):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageURLPart(_Strict):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPartBody = Annotated[Union[TextPartBody, ImageURLPart], Field(discriminator="type")]
+
+
 class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Union[str, list[TextPart], None] = None
+    content: Union[str, list[ContentPartBody], None] = None
     name: str | None = None
 
     def to_message(self, index: int) -> Message:
+        """Text stays text; parts become `TextPart` / `ImagePart` (a local model refuses images
+        when its chat template is applied, a remote one gets them as they came)."""
         content = self.content
-        if isinstance(content, list):
-            content = "".join(part.text for part in content)
         if content is None:
-            raise InvalidParameterError(f"messages[{index}].content", "must be text")
-        return Message("system" if self.role == "developer" else self.role, content)
+            raise InvalidParameterError(f"messages[{index}].content", "must be text or content parts")
+        role = "system" if self.role == "developer" else self.role
+        if isinstance(content, str):
+            return Message(role, content)
+        parts: list[ContentPart] = []
+        for i, part in enumerate(content):
+            if isinstance(part, TextPartBody):
+                parts.append(TextPart(part.text))
+                continue
+            try:
+                parts.append(ImagePart(part.image_url.url, part.image_url.detail))
+            except InvalidParameterError as exc:  # named where the caller put it
+                raise InvalidParameterError(f"messages[{index}].content[{i}].{exc.param}",
+                                            exc.detail) from None
+        return Message(role, parts)
 
 
 class StreamOptions(_Strict):

@@ -1,7 +1,8 @@
 """Gateway: a provider model (``github:Phi-3.5-mini-instruct``) served next to local ones.
 
-Requests for it are forwarded to the provider and its deltas streamed back in our API's shape;
-closing the stream (a client leaving) closes the upstream response.
+Requests for it are forwarded to the provider (on the OpenAI, Azure and Ollama chat and
+completion routes) and its deltas streamed back in that API's shape; closing the stream (a client
+leaving) closes the upstream response.
 """
 
 from __future__ import annotations
@@ -29,8 +30,30 @@ class RemoteModel:
         if n != 1:
             raise InvalidParameterError("n", f"the gateway forwards one completion at a time for {self.name}")
 
-    def chat(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[RequestOutput]:
-        return self.provider.astream(ProviderRequest(self.provider_model, messages=messages, params=params))
+    async def chat(self, messages: list[Message], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        return await _started(self.provider.astream(ProviderRequest(self.provider_model, messages=messages,
+                                                                    params=params)))
 
-    def complete(self, prompt: str, params: SamplingParams) -> AsyncIterator[RequestOutput]:
-        return self.provider.astream(ProviderRequest(self.provider_model, prompt=prompt, params=params))
+    async def complete(self, prompt: str, params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        return await _started(self.provider.astream(ProviderRequest(self.provider_model, prompt=prompt,
+                                                                    params=params)))
+
+
+async def _started(stream: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
+    """The stream with its first delta already received, so that the provider's connection,
+    credential and model errors reach the caller as an error status, before a 200 goes out."""
+    try:
+        first = await stream.__anext__()
+    except BaseException:
+        await stream.aclose()
+        raise
+
+    async def rest() -> AsyncIterator[RequestOutput]:
+        try:
+            yield first
+            async for out in stream:
+                yield out
+        finally:
+            await stream.aclose()
+
+    return rest()

@@ -22,7 +22,7 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from slmkit.errors import InvalidParameterError, InvalidRequestError
-from slmkit.types import Message
+from slmkit.types import Message, refuse_images
 
 CHATML = (
     "{% for message in messages %}"
@@ -202,6 +202,7 @@ class ChatTemplate:
         coerced = [Message.coerce(message) for message in messages]
         if not coerced:
             raise InvalidParameterError("messages", "must contain at least one message")
+        refuse_images(coerced, "this model")
         if system_prompt is not None and not any(m.role == "system" for m in coerced):
             coerced.insert(0, Message(role="system", content=system_prompt))
         context: dict[str, Any] = {
@@ -210,7 +211,7 @@ class ChatTemplate:
             "tools": None,
             "documents": None,
             **extra,
-            "messages": [message.to_dict() for message in coerced],
+            "messages": [{"role": message.role, "content": message.text} for message in coerced],
             "add_generation_prompt": add_generation_prompt,
         }
         try:

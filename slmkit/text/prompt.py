@@ -6,7 +6,7 @@ from typing import Sequence
 
 from slmkit.backends.base import Tokenizer
 from slmkit.text.chat_template import ChatTemplate, guess_builtin_template
-from slmkit.types import Message
+from slmkit.types import Message, refuse_images
 
 _TURN_MARKERS = ("<|im_start|>", "<|end|>", "<|assistant|>", "<start_of_turn>", "<|eot_id|>")
 
@@ -16,8 +16,9 @@ class PromptFormatter:
     architecture and special tokens), its default system prompt, and its BOS rule."""
 
     def __init__(self, tokenizer: Tokenizer, *, architecture: str, template: str | None,
-                 system_prompt: str | None):
+                 system_prompt: str | None, model_name: str = "this model"):
         self.tokenizer = tokenizer
+        self.model_name = model_name
         self.system_prompt = system_prompt
         special = tokenizer.special
         bos = tokenizer.token_text(special.bos) if special.bos is not None else ""
@@ -32,8 +33,10 @@ class PromptFormatter:
 
     def apply_chat_template(self, messages: Sequence[Message | dict], *, add_generation_prompt: bool = True,
                             system_prompt: str | None = None) -> str:
+        coerced = [Message.coerce(m) for m in messages]
+        refuse_images(coerced, self.model_name)  # named here: the template only knows "this model"
         return self.chat_template.render(
-            [Message.coerce(m) for m in messages],
+            coerced,
             add_generation_prompt=add_generation_prompt,
             system_prompt=self.system_prompt if system_prompt is None else system_prompt,
         )
