@@ -102,17 +102,12 @@ def unpermute_rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
 
 def gguf_names(config: ModelConfig) -> dict[str, str]:
     """llama.cpp tensor name -> our parameter name."""
-    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-             "output.weight": "lm_head.weight"}
-    per_layer = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-                 "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-                 "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm",
-                 "ffn_norm": "post_attention_layernorm"}
-    for i in range(config.num_layers):
-        for theirs, ours in per_layer.items():
-            for kind in ("weight", "bias"):
-                names[f"blk.{i}.{theirs}.{kind}"] = f"model.layers.{i}.{ours}.{kind}"
-    return names
+    from slmkit.models.gguf import name_map
+
+    return name_map(config.num_layers, {
+        "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+        "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"})
 
 
 def gguf_fix_tensor(config: ModelConfig, name: str, value: np.ndarray) -> np.ndarray:

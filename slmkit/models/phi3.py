@@ -15,6 +15,7 @@ from torch import nn
 
 from slmkit.models.cache import ForwardBatch, KVCache
 from slmkit.models.config import ModelConfig
+from slmkit.models.gguf import name_map
 from slmkit.models.layers import RMSNorm, cached_attention
 from slmkit.models.llama import CausalLM, DecoderBody
 from slmkit.models.rope import apply_rope
@@ -82,16 +83,11 @@ class Phi3ForCausalLM(CausalLM):
 
 def gguf_names(config: ModelConfig) -> dict[str, str]:
     """llama.cpp tensor name -> our parameter name (or a q/k/v part of ``qkv_proj``)."""
-    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-             "output.weight": "lm_head.weight"}
-    per_layer = {"attn_norm": "input_layernorm", "attn_qkv": "self_attn.qkv_proj",
-                 "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-                 "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
-                 "ffn_up": "mlp.gate_up_proj", "ffn_down": "mlp.down_proj"}
-    for i in range(config.num_layers):
-        for theirs, ours in per_layer.items():
-            names[f"blk.{i}.{theirs}.weight"] = f"model.layers.{i}.{ours}.weight"
-    return names
+    return name_map(config.num_layers, {
+        "attn_norm": "input_layernorm", "attn_qkv": "self_attn.qkv_proj", "attn_q": "self_attn.q_proj",
+        "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+        "ffn_norm": "post_attention_layernorm", "ffn_up": "mlp.gate_up_proj", "ffn_down": "mlp.down_proj",
+    }, kinds=("weight",))
 
 
 def gguf_state_dict(config: ModelConfig, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

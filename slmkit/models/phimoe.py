@@ -21,6 +21,7 @@ from torch import nn
 
 from slmkit.errors import ModelLoadError
 from slmkit.models.config import ModelConfig
+from slmkit.models.gguf import name_map
 from slmkit.models.llama import CausalLM, DecoderBody, LlamaAttention
 
 
@@ -134,18 +135,11 @@ def hf_checkpoint_state_dict(config: ModelConfig, tensors: dict[str, torch.Tenso
 
 def gguf_names(config: ModelConfig) -> dict[str, str]:
     """llama.cpp tensor name -> our parameter name (or a gate/up part of ``experts.gate_up_proj``)."""
-    names = {}
-    for theirs, ours in {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}.items():
-        for kind in ("weight", "bias"):
-            names[f"{theirs}.{kind}"] = f"{ours}.{kind}"
-    per_layer = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-                 "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-                 "ffn_norm": "post_attention_layernorm"}
+    names = name_map(config.num_layers, {
+        "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+        "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm"})
     for i in range(config.num_layers):
         layer = f"model.layers.{i}."
-        for theirs, ours in per_layer.items():
-            for kind in ("weight", "bias"):
-                names[f"blk.{i}.{theirs}.{kind}"] = f"{layer}{ours}.{kind}"
         names[f"blk.{i}.ffn_gate_inp.weight"] = layer + "mlp.router.weight"
         names[f"blk.{i}.ffn_gate_exps.weight"] = layer + "mlp.experts.gate_proj"
         names[f"blk.{i}.ffn_up_exps.weight"] = layer + "mlp.experts.up_proj"
