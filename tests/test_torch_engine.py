@@ -180,3 +180,20 @@ def test_torch_runner_all_logits_match_one_token_steps(torch_smollm2):
     assert np.abs(together[len(ids) - 1] - together[len(ids)]).max() > 0  # rows are in chunk order
     assert np.allclose(together[:3][-1], together[len(ids)], atol=1e-4)
     assert np.allclose(together[3:len(ids) - 1], steps[:-1], atol=1e-4)
+
+
+def test_bfloat16_on_cpu_stays_close_to_float32(smollm2_path, torch_smollm2):
+    import numpy as np
+
+    from slmkit.backends.base import Chunk
+
+    with LLM(str(smollm2_path), backend="torch", dtype="bfloat16", max_sequences=1, context_length=64) as bf16:
+        assert bf16.info.file_type == "bfloat16"
+        ids = bf16.encode_prompt("The capital of France is")
+        low = bf16.runner.forward([Chunk(0, ids, 0)])[0]
+        bf16.runner.free(0)
+    torch_smollm2.runner.free(3)
+    high = torch_smollm2.runner.forward([Chunk(3, ids, 0)])[0]
+    torch_smollm2.runner.free(3)
+    assert low.dtype == np.float32 and int(low.argmax()) == int(high.argmax())
+    assert np.corrcoef(low, high)[0, 1] > 0.99
