@@ -135,12 +135,18 @@ class TorchRunner:
         batch = ForwardBatch.build([c.start_pos for c in chunks], lengths, [c.seq_id for c in chunks],
                                    self.device, use_long)
         hidden = self.model.hidden(ids.to(self.device), batch, self.cache)
-        out: list[torch.Tensor | None] = []
+        # One LM-head matmul for all wanted rows: the head is often the largest weight (49k x 576
+        # for SmolLM2), and reading it once per chunk would cost a whole extra pass each time.
+        spans, rows = [], []
         for row, chunk in enumerate(chunks):
-            if chunk.all_logits:
-                out.append(self.model.logits(hidden[row, : lengths[row]]))
-            elif chunk.want_logits:
-                out.append(self.model.logits(hidden[row, lengths[row] - 1 : lengths[row]]))
+            first = 0 if chunk.all_logits else lengths[row] - 1
+            if chunk.all_logits or chunk.want_logits:
+                spans.append((row, lengths[row] - first))
+                rows.append(hidden[row, first : lengths[row]])
             else:
-                out.append(None)
-        return out
+                spans.append((row, 0))
+        if not rows:
+            return [None] * len(chunks)
+        logits = self.model.logits(torch.cat(rows)).split([n for _, n in spans if n])
+        pieces = iter(logits)
+        return [next(pieces) if n else None for _, n in spans]
