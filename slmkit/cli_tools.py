@@ -21,6 +21,25 @@ JsonOutput = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 
 
 # -- compare ------------------------------------------------------------------------------
+def _names_a_model(text: str) -> bool:
+    """Whether ``text`` is a model reference rather than a prompt (a forgotten PROMPT)."""
+    from pathlib import Path
+
+    from slmkit.providers.registry import parse_model_string
+    from slmkit.store.catalog import CATALOG
+    from slmkit.store.store import ModelStore, looks_like_path, parse_reference
+
+    if parse_model_string(text) is not None:
+        return True
+    if looks_like_path(text):
+        return Path(text).expanduser().exists()
+    try:
+        name, _ = parse_reference(text)
+    except InvalidParameterError:
+        return False
+    return name in CATALOG or ModelStore().manifest(name) is not None
+
+
 @app.command()
 def compare(
     models_and_prompt: Annotated[list[str], typer.Argument(
@@ -51,6 +70,10 @@ def compare(
     else:
         if len(models_and_prompt) < 2:
             raise InvalidParameterError("prompt", "give one or more models then a PROMPT, or --prompts FILE.jsonl")
+        if _names_a_model(models_and_prompt[-1]):
+            raise InvalidParameterError(
+                "prompt", f"the last argument {models_and_prompt[-1]!r} names a model, so there is no "
+                "prompt: put the PROMPT after the models (quote it), or use --prompts FILE.jsonl")
         models, conversations = models_and_prompt[:-1], [[Message("user", models_and_prompt[-1])]]
     if not models:
         raise InvalidParameterError("models", "name at least one model before the prompt")

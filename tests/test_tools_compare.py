@@ -62,3 +62,9 @@ def test_bad_prompts_file_is_one_clear_line(tmp_path):
     bad.write_text('{"text": "no prompt here"}\n')
     out = _slm("compare", "smollm2", "--prompts", str(bad))
     assert out.returncode == 1 and "bad.jsonl:1" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_forgotten_prompt_is_an_error_not_a_one_model_run():
+    out = _slm("compare", "smollm2", "gemma3-270m")
+    assert out.returncode == 1 and "names a model, so there is no prompt" in out.stderr
+    assert "Traceback" not in out.stderr
