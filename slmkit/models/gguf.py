@@ -116,32 +116,10 @@ def read_gguf(path: str | Path, *, progress: bool = True) -> tuple[dict[str, Any
 
 def load_gguf_model(path: str | Path, dtype: torch.dtype, device="cpu", *, progress: bool = True):
     """(our model with the GGUF's weights, metadata, HF-style config)."""
-    from slmkit.models.registry import build_model, gguf_state_dict
+    from slmkit.models.registry import build_model, gguf_state_dict, load_weights
 
     meta, config, tensors = read_gguf(path, progress=progress)
     model = build_model(config, dtype, device)
     state = gguf_state_dict(model.config, tensors)
     load_weights(model, {k: torch.from_numpy(v) for k, v in state.items()}, str(path))
     return model, meta, config
-
-
-def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy weights in, converting dtype; any missing or unexpected tensor is a load error."""
-    expected = {k for k in model.state_dict() if "rotary_emb" not in k}
-    if model.config.tie_word_embeddings:
-        expected.discard("lm_head.weight")
-        state.pop("lm_head.weight", None)
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ModelLoadError(f"{source}: weights do not match the {model.config.model_type} architecture "
-                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    params = dict(model.named_parameters())
-    params.update(dict(model.named_buffers()))
-    with torch.no_grad():
-        for name, value in state.items():
-            target = params[name]
-            if tuple(target.shape) != tuple(value.shape):
-                raise ModelLoadError(f"{source}: {name} has shape {tuple(value.shape)}, "
-                                     f"the config says {tuple(target.shape)}")
-            target.copy_(value.to(target.dtype))

@@ -16,35 +16,54 @@ from slmkit.models.layers import RMSNorm, SwiGLU, cached_attention
 from slmkit.models.rope import RotaryEmbedding, apply_rope
 
 
-class LlamaAttention(nn.Module):
+class RopeAttention(nn.Module):
+    """Rotary attention over the KV cache; subclasses say how ``x`` becomes q, k and v."""
+
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
         self.layer = layer
         self.heads, self.kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
         self.sliding_window = config.sliding_window
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x, cos, sin, batch: ForwardBatch, cache: KVCache):
+        b, t, _ = x.shape
+        q, k, v = self.project(x)
+        q = apply_rope(q.view(b, t, self.heads, self.head_dim), cos, sin)
+        k = apply_rope(k.view(b, t, self.kv_heads, self.head_dim), cos, sin)
+        v = v.view(b, t, self.kv_heads, self.head_dim)
+        out = cached_attention(q, k, v, layer=self.layer, batch=batch, cache=cache,
+                               sliding_window=self.sliding_window)
+        return self.o_proj(out)
+
+
+class LlamaAttention(RopeAttention):
+    """Separate q/k/v projections (biased when ``attention_bias``)."""
+
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__(config, layer)
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, self.heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=bias)
 
-    def forward(self, x, cos, sin, batch: ForwardBatch, cache: KVCache):
-        b, t, _ = x.shape
-        q = apply_rope(self.q_proj(x).view(b, t, self.heads, self.head_dim), cos, sin)
-        k = apply_rope(self.k_proj(x).view(b, t, self.kv_heads, self.head_dim), cos, sin)
-        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim)
-        out = cached_attention(q, k, v, layer=self.layer, batch=batch, cache=cache,
-                               sliding_window=self.sliding_window)
-        return self.o_proj(out)
+    def project(self, x):
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
 
-class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int):
+class DecoderLayer(nn.Module):
+    """Pre-norm residual block: ``x + attn(norm(x))``, then ``+ mlp(norm(x))`` (every model here)."""
+
+    def __init__(self, self_attn: nn.Module, mlp: nn.Module, input_layernorm: nn.Module,
+                 post_attention_layernorm: nn.Module):
         super().__init__()
-        self.self_attn = LlamaAttention(config, layer)
-        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size, config.mlp_bias)
-        self.input_layernorm = RMSNorm(config.hidden_size, config.norm_eps)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.norm_eps)
+        self.self_attn = self_attn
+        self.mlp = mlp
+        self.input_layernorm = input_layernorm
+        self.post_attention_layernorm = post_attention_layernorm
 
     def forward(self, x, cos, sin, batch, cache):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, batch, cache)
@@ -89,7 +108,10 @@ class CausalLM(nn.Module):
 
 class LlamaForCausalLM(CausalLM):
     def __init__(self, config: ModelConfig):
-        layers = [LlamaDecoderLayer(config, i) for i in range(config.num_layers)]
+        layers = [DecoderLayer(LlamaAttention(config, i),
+                               SwiGLU(config.hidden_size, config.intermediate_size, config.mlp_bias),
+                               RMSNorm(config.hidden_size, config.norm_eps), RMSNorm(config.hidden_size, config.norm_eps))
+                  for i in range(config.num_layers)]
         super().__init__(config, DecoderBody(config, layers, RMSNorm(config.hidden_size, config.norm_eps)))
 
 

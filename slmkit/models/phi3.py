@@ -13,34 +13,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slmkit.models.cache import ForwardBatch, KVCache
 from slmkit.models.config import ModelConfig
 from slmkit.models.gguf import name_map
-from slmkit.models.layers import RMSNorm, cached_attention
-from slmkit.models.llama import CausalLM, DecoderBody
-from slmkit.models.rope import apply_rope
+from slmkit.models.layers import RMSNorm
+from slmkit.models.llama import CausalLM, DecoderBody, DecoderLayer, RopeAttention
 
 
-class Phi3Attention(nn.Module):
+class Phi3Attention(RopeAttention):
+    """One fused ``qkv_proj`` whose rows are [Q | K | V]; no biases."""
+
     def __init__(self, config: ModelConfig, layer: int):
-        super().__init__()
-        self.layer = layer
-        self.heads, self.kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
-        self.sliding_window = config.sliding_window
+        super().__init__(config, layer)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         self.split = (q_size, kv_size, kv_size)
         self.qkv_proj = nn.Linear(config.hidden_size, q_size + 2 * kv_size, bias=False)
         self.o_proj = nn.Linear(q_size, config.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, batch: ForwardBatch, cache: KVCache):
-        b, t, _ = x.shape
-        q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
-        q = apply_rope(q.view(b, t, self.heads, self.head_dim), cos, sin)
-        k = apply_rope(k.view(b, t, self.kv_heads, self.head_dim), cos, sin)
-        v = v.view(b, t, self.kv_heads, self.head_dim)
-        out = cached_attention(q, k, v, layer=self.layer, batch=batch, cache=cache,
-                               sliding_window=self.sliding_window)
-        return self.o_proj(out)
+    def project(self, x):
+        return self.qkv_proj(x).split(self.split, dim=-1)
 
 
 class Phi3MLP(nn.Module):
@@ -56,22 +46,11 @@ class Phi3MLP(nn.Module):
         return self.down_proj(F.silu(gate) * up)
 
 
-class Phi3DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int):
-        super().__init__()
-        self.self_attn = Phi3Attention(config, layer)
-        self.mlp = Phi3MLP(config.hidden_size, config.intermediate_size)
-        self.input_layernorm = RMSNorm(config.hidden_size, config.norm_eps)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.norm_eps)
-
-    def forward(self, x, cos, sin, batch, cache):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, batch, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
-
-
 class Phi3ForCausalLM(CausalLM):
     def __init__(self, config: ModelConfig):
-        layers = [Phi3DecoderLayer(config, i) for i in range(config.num_layers)]
+        layers = [DecoderLayer(Phi3Attention(config, i), Phi3MLP(config.hidden_size, config.intermediate_size),
+                               RMSNorm(config.hidden_size, config.norm_eps), RMSNorm(config.hidden_size, config.norm_eps))
+                  for i in range(config.num_layers)]
         super().__init__(config, DecoderBody(config, layers, RMSNorm(config.hidden_size, config.norm_eps)))
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from slmkit.errors import ModelLoadError
 from slmkit.models.config import ModelConfig
 from slmkit.models.gguf import name_map
-from slmkit.models.llama import CausalLM, DecoderBody, LlamaAttention
+from slmkit.models.llama import CausalLM, DecoderBody, DecoderLayer, LlamaAttention
 
 
 def sparsemixer(logits: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,22 +85,12 @@ class PhiMoESparseBlock(nn.Module):
         return self.experts(flat, experts, weights).view(x.shape)
 
 
-class PhiMoEDecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int):
-        super().__init__()
-        self.self_attn = LlamaAttention(config, layer)
-        self.mlp = PhiMoESparseBlock(config)
-        self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
-        self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
-
-    def forward(self, x, cos, sin, batch, cache):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, batch, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
-
-
 class PhiMoEForCausalLM(CausalLM):
     def __init__(self, config: ModelConfig):
-        layers = [PhiMoEDecoderLayer(config, i) for i in range(config.num_layers)]
+        layers = [DecoderLayer(LlamaAttention(config, i), PhiMoESparseBlock(config),
+                               nn.LayerNorm(config.hidden_size, eps=config.norm_eps),
+                               nn.LayerNorm(config.hidden_size, eps=config.norm_eps))
+                  for i in range(config.num_layers)]
         norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
         super().__init__(config, DecoderBody(config, layers, norm))
 

@@ -66,3 +66,25 @@ def build_model(config: dict[str, Any], dtype: torch.dtype, device: str | torch.
     with torch.device(device):
         model = ARCHITECTURES[model_type](parsed)
     return model.to(dtype)
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy weights in, converting dtype; any missing or unexpected tensor is a load error."""
+    expected = {k for k in model.state_dict() if "rotary_emb" not in k}
+    if model.config.tie_word_embeddings:
+        expected.discard("lm_head.weight")
+        state.pop("lm_head.weight", None)
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ModelLoadError(f"{source}: weights do not match the {model.config.model_type} architecture "
+                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    params = dict(model.named_parameters())
+    params.update(dict(model.named_buffers()))
+    with torch.no_grad():
+        for name, value in state.items():
+            target = params[name]
+            if tuple(target.shape) != tuple(value.shape):
+                raise ModelLoadError(f"{source}: {name} has shape {tuple(value.shape)}, "
+                                     f"the config says {tuple(target.shape)}")
+            target.copy_(value.to(target.dtype))

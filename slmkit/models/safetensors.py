@@ -46,8 +46,7 @@ def load_hf_model(folder: str | Path, dtype: torch.dtype, device="cpu", *, progr
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from slmkit.models.gguf import load_weights
-    from slmkit.models.registry import build_model, checkpoint_state_dict
+    from slmkit.models.registry import build_model, checkpoint_state_dict, load_weights
 
     folder = Path(folder)
     config = read_config(folder)
