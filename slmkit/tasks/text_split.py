@@ -72,6 +72,11 @@ def chunk_text(text: str, max_tokens: int, count_tokens: Callable[[str], int]) -
             pieces.append(sentence)
         else:
             pieces.extend(_split_long(sentence, max_tokens, count_tokens))
+    return _pack(pieces, max_tokens, count_tokens)
+
+
+def _pack(pieces: list[str], max_tokens: int, count_tokens: Callable[[str], int]) -> list[str]:
+    """Join consecutive pieces greedily while the joined text stays within ``max_tokens``."""
     chunks: list[str] = []
     current = ""
     for piece in pieces:
@@ -87,21 +92,15 @@ def chunk_text(text: str, max_tokens: int, count_tokens: Callable[[str], int]) -
 def _split_long(sentence: str, max_tokens: int, count_tokens: Callable[[str], int]) -> list[str]:
     """Cut one over-long sentence at word boundaries, then characters, each part within budget."""
     parts: list[str] = []
-    current = ""
+    words: list[str] = []
     for word in re.findall(r"\S+\s*|\s+", sentence):
         if count_tokens(word) > max_tokens:
-            if current:
-                parts.append(current)
-                current = ""
+            parts.extend(_pack(words, max_tokens, count_tokens))
             parts.extend(_split_chars(word, max_tokens, count_tokens))
-            continue
-        if current and count_tokens(current + word) > max_tokens:
-            parts.append(current)
-            current = ""
-        current += word
-    if current:
-        parts.append(current)
-    return parts
+            words = []
+        else:
+            words.append(word)
+    return parts + _pack(words, max_tokens, count_tokens)
 
 
 def _split_chars(word: str, max_tokens: int, count_tokens: Callable[[str], int]) -> list[str]:
