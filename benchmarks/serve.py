@@ -45,6 +45,7 @@ from slmkit.backends.llamacpp import LlamaCppModel
 from slmkit.errors import ModelNotFoundError, SlmkitError
 from slmkit.store.bundled import locate_smollm2
 from slmkit.store.store import ModelStore
+from slmkit.tools.bench import sse_events
 
 ROOT = Path(__file__).resolve().parents[1]
 SLM = ROOT / ".venv" / "bin" / "slm"
@@ -369,13 +370,7 @@ async def stream_completion(client: httpx.AsyncClient, server: ServerProcess, pr
             if response.status_code != 200:
                 reply.error = f"HTTP {response.status_code}: {(await response.aread()).decode()[:300]}"
                 return reply
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                event = json.loads(data)
+            async for event in sse_events(response):
                 if "error" in event:
                     reply.error = f"stream error: {json.dumps(event['error'])[:300]}"
                     return reply

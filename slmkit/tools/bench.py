@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import httpx
 
@@ -274,6 +274,17 @@ async def _first_model(client: httpx.AsyncClient, base: str) -> str:
     return models[0]
 
 
+async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON events of an OpenAI-style server-sent-events body, up to ``data: [DONE]``."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        yield json.loads(data)
+
+
 async def _stream_one(client: httpx.AsyncClient, base: str, model: str, prompt: str, max_tokens: int,
                       ignore_eos: bool) -> RequestTiming:
     body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}],
@@ -288,13 +299,7 @@ async def _stream_one(client: httpx.AsyncClient, base: str, model: str, prompt: 
         if response.status_code != 200:
             await response.aread()
             _raise_for_status(response, base)
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            chunk = json.loads(data)
+        async for chunk in sse_events(response):
             if chunk.get("usage"):
                 usage = chunk["usage"]
             for choice in chunk.get("choices") or []:
