@@ -18,6 +18,8 @@ from slmkit.types import SamplingParams
 _T = "Model"
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Store name, .gguf path or provider:model.",
                                           rich_help_panel=_T)]
+TaskMaxTokens = Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=1, help="Most tokens per model "
+                          "call (default: sized to the input).", rich_help_panel="Sampling")]
 TaskTemperature = Annotated[float, typer.Option(help="0 = greedy (the default for tasks).", rich_help_panel="Sampling")]
 Voice = Annotated[str, typer.Option(help="eSpeak NG voice: a language code (en, fr, de, es, ...).")]
 Rate = Annotated[int, typer.Option(min=80, max=450, help="Speaking rate in words per minute.")]
@@ -55,8 +57,7 @@ def translate(
     to: Annotated[str, typer.Option("--to", help="Target language: code (fr) or name (French).")] = ...,
     from_: Annotated[Optional[str], typer.Option("--from", help="Source language (default: the model guesses).")] = None,
     model: ModelOption = DEFAULT_MODEL,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=1, help="Most tokens per model call "
-                          "(default: sized to the input).", rich_help_panel="Sampling")] = None,
+    max_tokens: TaskMaxTokens = None,
     temperature: TaskTemperature = 0.0,
     context_length: opt.ContextLength = None,
     threads: opt.Threads = None,
@@ -81,8 +82,7 @@ def summarize(
     words: Annotated[Optional[int], typer.Option(min=1, help="At most this many words.")] = None,
     bullets: Annotated[Optional[int], typer.Option(min=1, help="This many bullet points.")] = None,
     model: ModelOption = DEFAULT_MODEL,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=1, help="Most tokens per model call "
-                          "(default: sized to the input).", rich_help_panel="Sampling")] = None,
+    max_tokens: TaskMaxTokens = None,
     temperature: TaskTemperature = 0.0,
     context_length: opt.ContextLength = None,
     threads: opt.Threads = None,
