@@ -48,9 +48,9 @@ class TorchModel:
         torch_dtype = pick_dtype(dtype, self.device)
         started = time.perf_counter()
         if self.path.is_dir():
-            self.model, config, template = self._load_folder(torch_dtype, progress)
+            self.model, template = self._load_folder(torch_dtype, progress)
         elif self.path.is_file():
-            self.model, config, template = self._load_gguf(torch_dtype, progress)
+            self.model, template = self._load_gguf(torch_dtype, progress)
         else:
             raise ModelLoadError(f"model not found: {self.path}")
         self.model.eval()
@@ -72,19 +72,19 @@ class TorchModel:
         from slmkit.models.safetensors import load_hf_model
         from slmkit.text.hf_tokenizer import HFTokenizer
 
-        model, config = load_hf_model(self.path, dtype, self.device, progress=progress)
+        model = load_hf_model(self.path, dtype, self.device, progress=progress)
         self.tokenizer = HFTokenizer(self.path, eos_token_ids=model.config.eos_token_ids)
-        return model, config, self.tokenizer.chat_template
+        return model, self.tokenizer.chat_template
 
     def _load_gguf(self, dtype, progress):
         from slmkit.backends.llamacpp import LlamaCppModel
         from slmkit.models.gguf import load_gguf_model
 
         vocab = LlamaCppModel(self.path, vocab_only=True)  # also rejects a broken file early
-        model, _, config = load_gguf_model(self.path, dtype, self.device, progress=progress)
+        model = load_gguf_model(self.path, dtype, self.device, progress=progress)
         self._vocab_model = vocab  # owns the llama.cpp vocabulary the tokenizer points into
         self.tokenizer = vocab.tokenizer
-        return model, config, vocab.info.chat_template
+        return model, vocab.info.chat_template
 
     def create_runner(self, *, context_length: int | None = None, max_sequences: int = 16,
                       max_batch_tokens: int = 512, threads: int | None = None, **_llama_only):

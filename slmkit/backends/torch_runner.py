@@ -39,8 +39,7 @@ class TorchRunner:
         self.rope = config.rope
         self.cache = KVCache(config.num_layers, max_sequences, config.num_kv_heads, context_length,
                              config.head_dim, self.dtype, self.device)
-        self._lengths = [0] * max_sequences
-        self._tokens: list[list[int]] = [[] for _ in range(max_sequences)]
+        self._tokens: list[list[int]] = [[] for _ in range(max_sequences)]  # what each KV row holds
         self._long = [False] * max_sequences  # rope regime the cached keys were computed with
 
     # -- Runner protocol ------------------------------------------------------------------
@@ -57,36 +56,31 @@ class TorchRunner:
                 rows.update((i, out) for i, out in zip(group, logits) if out is not None)
         for chunk in chunks:
             self._tokens[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
-            self._lengths[chunk.seq_id] += len(chunk.token_ids)
         if not rows:
             return np.empty((0, self.vocab_size), dtype=np.float32)
         return torch.cat([rows[i] for i in sorted(rows)]).float().cpu().numpy()
 
     def truncate(self, seq_id: int, length: int) -> None:
-        if length < self._lengths[seq_id]:
-            self._lengths[seq_id] = max(0, length)
-            del self._tokens[seq_id][self._lengths[seq_id]:]
+        del self._tokens[seq_id][max(0, length):]
 
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
-        if length > self._lengths[src]:
-            raise SlmkitError(f"sequence {src} holds {self._lengths[src]} tokens, cannot copy {length}")
+        if length > len(self._tokens[src]):
+            raise SlmkitError(f"sequence {src} holds {len(self._tokens[src])} tokens, cannot copy {length}")
         if src != dst and length > 0:
             with torch.inference_mode():
                 self.cache.copy(src, dst, length)
         self._tokens[dst] = self._tokens[src][:length]
-        self._lengths[dst] = length
         self._long[dst] = self._long[src]
 
     def free(self, seq_id: int) -> None:
-        self._lengths[seq_id] = 0
         self._tokens[seq_id] = []
         self._long[seq_id] = False
 
     def sequence_length(self, seq_id: int) -> int:
-        return self._lengths[seq_id]
+        return len(self._tokens[seq_id])
 
     def used_cells(self) -> int:
-        return sum(self._lengths)
+        return sum(map(len, self._tokens))
 
     def close(self) -> None:
         self.cache = None
@@ -102,8 +96,8 @@ class TorchRunner:
             if total > self.max_batch_tokens:
                 raise InvalidParameterError(
                     "chunk", f"batch of {total} tokens exceeds max_batch_tokens={self.max_batch_tokens}")
-            if chunk.start_pos != self._lengths[chunk.seq_id]:
-                raise SlmkitError(f"sequence {chunk.seq_id} holds {self._lengths[chunk.seq_id]} tokens, "
+            if chunk.start_pos != len(self._tokens[chunk.seq_id]):
+                raise SlmkitError(f"sequence {chunk.seq_id} holds {len(self._tokens[chunk.seq_id])} tokens, "
                                   f"chunk starts at {chunk.start_pos}")
             if chunk.start_pos + k > self.context_length:
                 raise ContextLengthError(f"sequence {chunk.seq_id} would reach {chunk.start_pos + k} tokens; "
@@ -118,7 +112,7 @@ class TorchRunner:
         if long == self._long[seq_id]:
             return
         self._long[seq_id] = long
-        history = self._tokens[seq_id][: self._lengths[seq_id]]
+        history = self._tokens[seq_id]
         for start in range(0, len(history), self.max_batch_tokens):
             piece = history[start : start + self.max_batch_tokens]
             self._run([Chunk(seq_id, piece, start, want_logits=False)])

@@ -115,11 +115,11 @@ def read_gguf(path: str | Path, *, progress: bool = True) -> tuple[dict[str, Any
 
 
 def load_gguf_model(path: str | Path, dtype: torch.dtype, device="cpu", *, progress: bool = True):
-    """(our model with the GGUF's weights, metadata, HF-style config)."""
+    """Our model with the GGUF's weights (its HF-style config stays in ``model.config.raw``)."""
     from slmkit.models.registry import build_model, gguf_state_dict, load_weights
 
-    meta, config, tensors = read_gguf(path, progress=progress)
+    _, config, tensors = read_gguf(path, progress=progress)
     model = build_model(config, dtype, device)
     state = gguf_state_dict(model.config, tensors)
     load_weights(model, {k: torch.from_numpy(v) for k, v in state.items()}, str(path))
-    return model, meta, config
+    return model

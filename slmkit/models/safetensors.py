@@ -42,7 +42,7 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def load_hf_model(folder: str | Path, dtype: torch.dtype, device="cpu", *, progress: bool = True):
-    """(our model with the folder's weights, its config.json)."""
+    """Our model with the folder's weights (its config.json stays in ``model.config.raw``)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -61,4 +61,4 @@ def load_hf_model(folder: str | Path, dtype: torch.dtype, device="cpu", *, progr
                 raise ModelLoadError(f"cannot read {path}: {exc}") from exc
             update(i + 1)
     load_weights(model, checkpoint_state_dict(model.config, state), str(folder))
-    return model, config
+    return model
