@@ -33,11 +33,7 @@ ModelArg = Annotated[str, typer.Argument(help="Store name (smollm2, smollm2:q8_0
 def _load(model: str, context_length: int | None, threads: int | None, system: str | None = None,
           backend: str = "auto", dtype: str = "auto", device: str = "auto"):
     from slmkit.llm import LLM
-    from slmkit.providers.registry import parse_model_string
 
-    if parse_model_string(model) is not None:  # remote: no engine options apply
-        with err_console.status(f"connecting to {model}...", spinner="dots"):
-            return LLM(model, system_prompt=system)
     with err_console.status(f"loading {model}...", spinner="dots"):
         return LLM(model, context_length=context_length, threads=threads, system_prompt=system,
                    backend=backend, dtype=dtype, device=device)
