@@ -3,17 +3,15 @@ longrope past ``original_max_position_embeddings``, sliding window; plus the GGU
 
 import random
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from slmkit.backends.base import Chunk  # noqa: E402
-from slmkit.backends.torch_runner import TorchRunner  # noqa: E402
 from slmkit.models import phi3  # noqa: E402
 from slmkit.models.config import ModelConfig  # noqa: E402
-from tests.torch_parity import batch_logits, reference_greedy, reference_logits, runner_greedy, tiny_pair  # noqa: E402
+from tests.torch_parity import (  # noqa: E402
+    batch_logits, check_decode_across_switch_point, reference_greedy, reference_logits, runner_greedy, tiny_pair)
 
 ORIGINAL = 32  # longrope switch point of the tiny configs
 PROMPTS = [[1, 5, 9, 2, 7, 3, 11], [1, 40, 41, 42], list(range(3, 60)), [1, 7]]
@@ -74,28 +72,10 @@ def test_phi3_greedy_through_runner_matches_transformers(name):
     assert runner_greedy(ours, prompts, 20, context=128) == expected
 
 
-def runner_decode_logits(model, sequences: list[list[int]], prompt_length: int) -> list[torch.Tensor]:
-    """Prefill each sequence's first ``prompt_length`` tokens, then feed the rest one token per step
-    for all sequences together; the logits of every step, ``[steps + 1, vocab]`` per sequence."""
-    runner = TorchRunner(model, context_length=128, max_sequences=len(sequences))
-    rows = [[runner.forward([Chunk(seq, tokens[:prompt_length], 0)])[0]] for seq, tokens in enumerate(sequences)]
-    for pos in range(prompt_length, len(sequences[0])):
-        out = runner.forward([Chunk(seq, [tokens[pos]], pos) for seq, tokens in enumerate(sequences)])
-        for seq, row in enumerate(out):
-            rows[seq].append(row)
-    return [torch.from_numpy(np.stack(r)) for r in rows]
-
-
 def test_phi3_longrope_decode_across_the_switch_point_matches_transformers():
     """Decoding from below ``original_max_position_embeddings`` to past it: every step's logits
     equal transformers' on the whole prefix (which uses the long factors for all of it)."""
-    reference, ours = tiny_pair(phi3_config(longrope=True))
-    start = ORIGINAL - 6
-    sequences = [[(k * i) % 90 + 3 for i in range(ORIGINAL + 6)] for k in (3, 7)]
-    for tokens, logits in zip(sequences, runner_decode_logits(ours, sequences, start)):
-        for step, row in enumerate(logits):
-            expected = reference_logits(reference, tokens[: start + step])[-1]
-            assert (row - expected).abs().max().item() < 1e-4, start + step
+    check_decode_across_switch_point(*tiny_pair(phi3_config(longrope=True)), ORIGINAL)
 
 
 def gguf_tensors_from(state: dict[str, torch.Tensor], config: ModelConfig, *, fused_qkv: bool):

@@ -16,8 +16,9 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from slmkit.models import phimoe  # noqa: E402
-from tests.test_models_phi3 import LONGROPE_PROMPTS, ORIGINAL, PROMPTS, runner_decode_logits  # noqa: E402
-from tests.torch_parity import batch_logits, reference_greedy, reference_logits, runner_greedy, tiny_pair  # noqa: E402
+from tests.test_models_phi3 import LONGROPE_PROMPTS, ORIGINAL, PROMPTS  # noqa: E402
+from tests.torch_parity import (  # noqa: E402
+    batch_logits, check_decode_across_switch_point, reference_greedy, reference_logits, runner_greedy, tiny_pair)
 
 EXPERTS = 4
 
@@ -105,13 +106,7 @@ def test_phimoe_default_rope_logits_match_transformers():
 
 
 def test_phimoe_longrope_decode_across_the_switch_point_matches_transformers():
-    reference, ours = pair()
-    start = ORIGINAL - 6
-    sequences = [[(k * i) % 90 + 3 for i in range(ORIGINAL + 6)] for k in (3, 7)]
-    for tokens, logits in zip(sequences, runner_decode_logits(ours, sequences, start)):
-        for step, row in enumerate(logits):
-            expected = reference_logits(reference, tokens[: start + step])[-1]
-            assert (row - expected).abs().max().item() < 1e-4, start + step
+    check_decode_across_switch_point(*pair(), ORIGINAL)
 
 
 def test_phimoe_greedy_through_runner_matches_transformers():

@@ -7,6 +7,7 @@ sequences in the batch.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from slmkit.backends.base import Chunk
@@ -76,3 +77,26 @@ def runner_greedy(model, prompts: list[list[int]], n: int, context: int = 256) -
         for seq, row in enumerate(out):
             tokens[seq].append(int(row.argmax()))
     return tokens
+
+
+def runner_decode_logits(model, sequences: list[list[int]], prompt_length: int) -> list[torch.Tensor]:
+    """Prefill each sequence's first ``prompt_length`` tokens, then feed the rest one token per step
+    for all sequences together; the logits of every step, ``[steps + 1, vocab]`` per sequence."""
+    runner = TorchRunner(model, context_length=128, max_sequences=len(sequences))
+    rows = [[runner.forward([Chunk(seq, tokens[:prompt_length], 0)])[0]] for seq, tokens in enumerate(sequences)]
+    for pos in range(prompt_length, len(sequences[0])):
+        out = runner.forward([Chunk(seq, [tokens[pos]], pos) for seq, tokens in enumerate(sequences)])
+        for seq, row in enumerate(out):
+            rows[seq].append(row)
+    return [torch.from_numpy(np.stack(r)) for r in rows]
+
+
+def check_decode_across_switch_point(reference, ours, original: int) -> None:
+    """Decoding from below a longrope model's ``original_max_position_embeddings`` to past it:
+    every step's logits equal transformers' on the whole prefix (long factors for all of it)."""
+    start = original - 6
+    sequences = [[(k * i) % 90 + 3 for i in range(original + 6)] for k in (3, 7)]
+    for tokens, logits in zip(sequences, runner_decode_logits(ours, sequences, start)):
+        for step, row in enumerate(logits):
+            expected = reference_logits(reference, tokens[: start + step])[-1]
+            assert (row - expected).abs().max().item() < 1e-4, start + step
