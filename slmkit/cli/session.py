@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
-from slmkit.cli_options import parse_setting
+from slmkit.cli.options import parse_setting
 from slmkit.errors import SlmkitError
 from slmkit.llm import LLM
 from slmkit.types import Message, RequestOutput, SamplingParams

@@ -1,5 +1,5 @@
-"""`slm translate`, `slm summarize`, `slm speak`: the tasks of `slmkit.tasks` on the command line,
-added to the `slm` app by `register`; and the answer reader behind `slm run --speak`."""
+"""`slm translate`, `slm summarize`, `slm speak`: the tasks of `slmkit.tasks` on the command line;
+and the answer reader behind `slm run --speak`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated, Callable, Optional, TextIO
 
 import typer
-from rich.console import Console
 
-from slmkit import cli_options as opt
+from slmkit.cli import options as opt
+from slmkit.cli.app import app, err_console, load_llm
 from slmkit.errors import AudioOutputError, InvalidParameterError
 from slmkit.store.catalog import DEFAULT_MODEL
 from slmkit.types import SamplingParams
@@ -23,19 +23,6 @@ TaskMaxTokens = Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=
 TaskTemperature = Annotated[float, typer.Option(help="0 = greedy (the default for tasks).", rich_help_panel="Sampling")]
 Voice = Annotated[str, typer.Option(help="eSpeak NG voice: a language code (en, fr, de, es, ...).")]
 Rate = Annotated[int, typer.Option(min=80, max=450, help="Speaking rate in words per minute.")]
-err_console = Console(stderr=True)
-
-
-def register(app: typer.Typer) -> None:
-    for command in (translate, summarize, speak):
-        app.command()(command)
-
-
-def _load(model: str, context_length: int | None, threads: int | None):
-    # Imported when called: `python -m slmkit.cli` runs cli.py as __main__, which imports this module.
-    from slmkit.cli import _load as load
-
-    return load(model, context_length, threads)
 
 
 def read_input(source: str | None, *, text_allowed: bool = True) -> str:
@@ -52,6 +39,7 @@ def read_input(source: str | None, *, text_allowed: bool = True) -> str:
     return source
 
 
+@app.command()
 def translate(
     source: Annotated[Optional[str], typer.Argument(metavar="[TEXT|FILE|-]", help="What to translate (default: stdin).")] = None,
     to: Annotated[str, typer.Option("--to", help="Target language: code (fr) or name (French).")] = ...,
@@ -68,7 +56,7 @@ def translate(
     text = read_input(source)
     if not text.strip():
         raise InvalidParameterError("text", "there is nothing to translate")
-    llm = _load(model, context_length, threads)
+    llm = load_llm(model, context_length, threads)
     pieces = iter_translation(llm, text.strip(), to=to, source=from_,
                               params=SamplingParams(temperature=temperature, max_tokens=max_tokens))
     for piece in pieces:
@@ -77,6 +65,7 @@ def translate(
     sys.stdout.write("\n")
 
 
+@app.command()
 def summarize(
     source: Annotated[Optional[str], typer.Argument(metavar="[FILE|-]", help="What to summarize (default: stdin).")] = None,
     words: Annotated[Optional[int], typer.Option(min=1, help="At most this many words.")] = None,
@@ -93,7 +82,7 @@ def summarize(
     from slmkit.tasks.summarize import summarize as run_summary
 
     text = read_input(source, text_allowed=False)
-    llm = _load(model, context_length, threads)
+    llm = load_llm(model, context_length, threads)
     with progress_bar("summarizing", 1, unit="calls") as update:
         summary = run_summary(llm, text, words=words, bullets=bullets,
                               params=SamplingParams(temperature=temperature, max_tokens=max_tokens),
@@ -104,6 +93,7 @@ def summarize(
                           f"collapse and 1 final call(s)")
 
 
+@app.command()
 def speak(
     source: Annotated[Optional[str], typer.Argument(metavar="[TEXT|FILE|-]", help="What to say (default: stdin).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write a WAV file instead of playing.")] = None,

@@ -13,8 +13,8 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from slmkit import cli_options as opt
-from slmkit.cli import app, console, err_console
+from slmkit.cli import options as opt
+from slmkit.cli.app import app, console, err_console
 from slmkit.errors import InvalidParameterError
 
 JsonOutput = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
