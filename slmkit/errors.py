@@ -71,10 +71,21 @@ class RateLimitError(SlmkitError):
 
 
 class OverloadedError(SlmkitError):
-    """The server cannot take work now (shutting down, engine failed) (HTTP 503)."""
+    """The server cannot take work now (shutting down, engine failed) (HTTP 503, with
+    ``Retry-After``)."""
 
     status_code = 503
     error_type = "service_unavailable"
+    retry_after = 1
+
+
+class EngineDeadError(OverloadedError):
+    """A model's engine thread has died; its requests fail until the model is reloaded."""
+
+    def __init__(self, reason: str | None = None):
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"the model's engine has stopped{why}; the server reloads it on the next "
+                         "request, or restart the server", code="engine_dead")
 
 
 class RequestTimeoutError(SlmkitError):

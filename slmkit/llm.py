@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 import uuid
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Iterator, Sequence
 from slmkit.backends.loading import BackendOptions, load_model
 from slmkit.engine.generator import Generator
 from slmkit.engine.scoring import Scorer
+from slmkit.engine.sequence import check_fits
 from slmkit.engine.text_stream import TextStream
 from slmkit.errors import InvalidParameterError, InvalidRequestError
 from slmkit.sampling import beam_search, make_constraint
@@ -111,8 +113,12 @@ class LLM:
         """Complete a raw prompt (text or token ids). With ``stream=True``, yields deltas."""
         if isinstance(prompt, str):
             ids = self.encode_prompt(prompt)
-        else:
+        elif _is_token_ids(prompt):
             ids = [int(t) for t in prompt]
+        else:
+            raise InvalidParameterError(
+                "prompt", "must be a string or a list of token ids; for several prompts, call generate once "
+                "per prompt (slm serve batches concurrent requests)")
         return self._submit(ids, params, stream)
 
     def chat(self, messages: Sequence[Message | dict], params: SamplingParams | None = None, *,
@@ -148,8 +154,11 @@ class LLM:
 
     def _submit(self, prompt_ids: list[int], params: SamplingParams | None, stream: bool):
         params = params or self.default_params
+        if not isinstance(params, SamplingParams):
+            raise InvalidParameterError("params", f"must be a SamplingParams, got {type(params).__name__}")
         if not prompt_ids:
             raise InvalidParameterError("prompt", "the prompt is empty")
+        check_fits(len(prompt_ids), params.max_tokens, context_length=self.context_length)
         if params.num_beams > 1:
             results = self._beam_search(prompt_ids, params)
             return iter(results[:1]) if stream else results[0]
@@ -222,6 +231,12 @@ class LLM:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _is_token_ids(prompt) -> bool:
+    if isinstance(prompt, (bytes, dict)) or not hasattr(prompt, "__iter__"):
+        return False
+    return all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in prompt)
 
 
 def _chain(first: RequestOutput, rest: Iterator[RequestOutput]) -> Iterator[RequestOutput]:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
+from slmkit import limits
 from slmkit.errors import InvalidParameterError
 
 LogitsProcessor = Callable[[Sequence[int], np.ndarray], np.ndarray]
@@ -54,33 +55,50 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
-        self.stop = list(self.stop)
-        self.stop_token_ids = list(self.stop_token_ids)
-        self.logits_processors = list(self.logits_processors)
-        self.logit_bias = {int(k): float(v) for k, v in dict(self.logit_bias).items()}
+        self.stop = _as_list("stop", self.stop)
+        self.stop_token_ids = _as_list("stop_token_ids", self.stop_token_ids)
+        self.logits_processors = _as_list("logits_processors", self.logits_processors)
+        self.logit_bias = _as_logit_bias(self.logit_bias)
+        if self.seed == limits.RANDOM_SEED:
+            self.seed = None  # llama.cpp's and Ollama's -1: a fresh random seed
         self.validate()
 
     def validate(self) -> None:
         """Raise `InvalidParameterError` naming the first field with a bad value."""
-        _check_int("max_tokens", self.max_tokens, minimum=1, optional=True)
-        _check_number("temperature", self.temperature, minimum=0.0)
+        _check_int("max_tokens", self.max_tokens, minimum=1, maximum=limits.MAX_TOKENS_LIMIT, optional=True)
+        _check_number("temperature", self.temperature, minimum=0.0, maximum=limits.TEMPERATURE_MAX)
         _check_int("top_k", self.top_k, minimum=0)
         _check_number("top_p", self.top_p, minimum=0.0, maximum=1.0, exclusive_min=True)
         _check_number("min_p", self.min_p, minimum=0.0, maximum=1.0)
         _check_number("repetition_penalty", self.repetition_penalty, minimum=0.0, exclusive_min=True)
-        _check_number("frequency_penalty", self.frequency_penalty, minimum=-2.0, maximum=2.0)
-        _check_number("presence_penalty", self.presence_penalty, minimum=-2.0, maximum=2.0)
-        _check_int("seed", self.seed, minimum=None, optional=True)
-        _check_int("num_beams", self.num_beams, minimum=1)
+        _check_number("frequency_penalty", self.frequency_penalty, minimum=-limits.PENALTY_RANGE,
+                      maximum=limits.PENALTY_RANGE)
+        _check_number("presence_penalty", self.presence_penalty, minimum=-limits.PENALTY_RANGE,
+                      maximum=limits.PENALTY_RANGE)
+        _check_int("seed", self.seed, minimum=0, maximum=limits.SEED_MAX, optional=True,
+                   hint="or -1 / None for a random seed")
+        _check_int("num_beams", self.num_beams, minimum=1, maximum=limits.MAX_BEAMS)
         _check_number("length_penalty", self.length_penalty, minimum=None)
-        _check_int("logprobs", self.logprobs, minimum=0, optional=True)
+        _check_int("logprobs", self.logprobs, minimum=0, maximum=limits.MAX_TOP_LOGPROBS, optional=True)
+        _check_bool("ignore_eos", self.ignore_eos)
         if self.response_format not in ("text", "json_object"):
             raise InvalidParameterError("response_format", "must be 'text' or 'json_object'")
+        if len(self.stop) > limits.MAX_STOP_STRINGS:
+            raise InvalidParameterError("stop", f"at most {limits.MAX_STOP_STRINGS} stop strings, got {len(self.stop)}")
         for i, stop in enumerate(self.stop):
             if not isinstance(stop, str) or stop == "":
                 raise InvalidParameterError(f"stop[{i}]", "must be a non-empty string")
+            if len(stop) > limits.MAX_STOP_LENGTH:
+                raise InvalidParameterError(f"stop[{i}]", f"at most {limits.MAX_STOP_LENGTH} characters, "
+                                            f"got {len(stop)}")
+        if len(self.stop_token_ids) > limits.MAX_STOP_TOKEN_IDS:
+            raise InvalidParameterError("stop_token_ids", f"at most {limits.MAX_STOP_TOKEN_IDS} ids, "
+                                        f"got {len(self.stop_token_ids)}")
         for i, token_id in enumerate(self.stop_token_ids):
             _check_int(f"stop_token_ids[{i}]", token_id, minimum=0)
+        if len(self.logit_bias) > limits.MAX_LOGIT_BIAS_ENTRIES:
+            raise InvalidParameterError("logit_bias", f"at most {limits.MAX_LOGIT_BIAS_ENTRIES} entries, "
+                                        f"got {len(self.logit_bias)}")
         for token_id, bias in self.logit_bias.items():
             if token_id < 0:
                 raise InvalidParameterError("logit_bias", f"token id {token_id} is negative")
@@ -126,7 +144,7 @@ class SamplingParams:
 
 def _check_number(name, value, *, minimum, maximum=None, exclusive_min=False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidParameterError(name, f"must be a number, got {value!r}")
+        raise InvalidParameterError(name, f"must be a number, got {_short(value)}")
     if math.isnan(value) or math.isinf(value):
         raise InvalidParameterError(name, f"must be finite, got {value!r}")
     if minimum is not None:
@@ -138,13 +156,56 @@ def _check_number(name, value, *, minimum, maximum=None, exclusive_min=False) ->
         raise InvalidParameterError(name, f"must be <= {maximum}, got {value!r}")
 
 
-def _check_int(name, value, *, minimum, optional=False) -> None:
+def _check_int(name, value, *, minimum, maximum=None, optional=False, hint="") -> None:
     if value is None and optional:
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidParameterError(name, f"must be an integer, got {value!r}")
+        raise InvalidParameterError(name, f"must be an integer, got {_short(value)}")
+    hint = f" ({hint})" if hint else ""
     if minimum is not None and value < minimum:
-        raise InvalidParameterError(name, f"must be >= {minimum}, got {value!r}")
+        raise InvalidParameterError(name, f"must be >= {minimum}{hint}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise InvalidParameterError(name, f"must be <= {maximum}{hint}, got {value!r}")
+
+
+def _check_bool(name, value) -> None:
+    if not isinstance(value, bool):
+        raise InvalidParameterError(name, f"must be true or false, got {_short(value)}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _as_list(name: str, value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise InvalidParameterError(name, f"must be a list, got {_short(value)}")
+    return list(value)
+
+
+def _as_logit_bias(value) -> dict[int, float]:
+    """``{token_id: bias}`` from any mapping of numbers (JSON gives string keys)."""
+    if value is None:
+        return {}
+    try:
+        items = dict(value).items()
+    except (TypeError, ValueError):
+        raise InvalidParameterError("logit_bias", f"must map token ids to numbers, got {_short(value)}") from None
+    bias = {}
+    for key, val in items:
+        try:
+            token_id = int(key)
+            number = float(val)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidParameterError("logit_bias", f"must map token ids to numbers, got {_short(key)}: "
+                                        f"{_short(val)}") from None
+        if isinstance(key, float) and key != token_id:
+            raise InvalidParameterError("logit_bias", f"token ids are integers, got {key!r}")
+        bias[token_id] = number
+    return bias
 
 
 IMAGE_DETAILS = ("auto", "low", "high")

@@ -12,6 +12,9 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from slmkit import limits
+from slmkit.errors import InvalidParameterError
+
 
 @dataclass
 class Chunk:
@@ -85,3 +88,26 @@ class Tokenizer(Protocol):
     def token_text(self, token_id: int) -> str:
         """A readable name for one token, special tokens included (``<|im_end|>``)."""
         ...
+
+
+def check_runner_options(*, context_length: int | None, threads: int | None, max_sequences: int,
+                         trained_context: int | None) -> int:
+    """Validate what sizes a runner before anything is allocated; returns the context length.
+
+    The context is capped at what the model was trained for: past it the KV cache grows with no
+    benefit (positions the model never saw), and an absurd value would try to allocate it.
+    """
+    default = min(trained_context or 4096, 8192)
+    context = default if context_length is None else context_length
+    if isinstance(context, bool) or not isinstance(context, int) or context < limits.MIN_CONTEXT:
+        raise InvalidParameterError("context_length", f"must be an integer >= {limits.MIN_CONTEXT}, got {context!r}")
+    if trained_context and context > trained_context:
+        raise InvalidParameterError("context_length", f"{context} is more than the {trained_context} tokens "
+                                    f"this model was trained for; use at most {trained_context}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 1 <= threads <= limits.MAX_THREADS):
+        raise InvalidParameterError("threads", f"must be an integer from 1 to {limits.MAX_THREADS}, got {threads!r}")
+    if isinstance(max_sequences, bool) or not isinstance(max_sequences, int) or not 1 <= max_sequences <= limits.MAX_SEQUENCES:
+        raise InvalidParameterError("max_sequences", f"must be an integer from 1 to {limits.MAX_SEQUENCES}, "
+                                    f"got {max_sequences!r}")
+    return context

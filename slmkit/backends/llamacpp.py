@@ -17,7 +17,7 @@ from typing import Sequence
 import llama_cpp
 import numpy as np
 
-from slmkit.backends.base import Chunk, SpecialTokens
+from slmkit.backends.base import Chunk, SpecialTokens, check_runner_options
 from slmkit.backends.llama_log import init_llama, recent_errors
 from slmkit.errors import ContextLengthError, InvalidParameterError, ModelLoadError, SlmkitError
 
@@ -220,13 +220,9 @@ class LlamaCppRunner:
         flash_attention: str = "auto",
         unified_kv: bool = True,
     ):
-        if max_sequences < 1:
-            raise InvalidParameterError("max_sequences", "must be >= 1")
+        context = check_runner_options(context_length=context_length, threads=threads, max_sequences=max_sequences,
+                                       trained_context=model.info.context_length)
         self.model = model
-        train_ctx = model.info.context_length
-        context = int(context_length or min(train_ctx, 8192) or 4096)
-        if context < 16:
-            raise InvalidParameterError("context_length", f"must be >= 16, got {context}")
         self.max_sequences = max_sequences
         self.unified_kv = unified_kv
         self.max_batch_tokens = min(max_batch_tokens, context)

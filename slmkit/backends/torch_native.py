@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from slmkit.backends.base import check_runner_options
 from slmkit.backends.llamacpp import ModelInfo
 from slmkit.errors import InvalidParameterError, ModelLoadError
 
@@ -91,7 +92,8 @@ class TorchModel:
         """A `TorchRunner`; llama.cpp-only options (flash attention, unified KV) are ignored."""
         from slmkit.backends.torch_runner import TorchRunner
 
-        context = int(context_length or min(self.info.context_length or 4096, 8192))
+        context = check_runner_options(context_length=context_length, threads=threads, max_sequences=max_sequences,
+                                       trained_context=self.info.context_length)
         return TorchRunner(self.model, context_length=context, max_sequences=max_sequences,
                            max_batch_tokens=max_batch_tokens, threads=threads)
 

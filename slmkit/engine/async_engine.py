@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
 from slmkit.engine.engine import Engine, OutputCallback, Request
-from slmkit.errors import OverloadedError, SlmkitError
+from slmkit.errors import EngineDeadError, OverloadedError, SlmkitError
 from slmkit.types import RequestOutput
 
 log = logging.getLogger("slmkit.engine")
+
+_LIVENESS_CHECK_SECONDS = 1.0  # how often a waiting caller checks that the loop thread lives
 
 
 @dataclass
@@ -41,8 +43,11 @@ class EngineLoop:
         self.engine = engine
         self.snapshot = EngineSnapshot(kv_total_cells=engine.runner.kv_cells)
         self._commands: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._stopped = threading.Event()
         self._accepting = True
+        # Callbacks of requests not finished yet, so that a loop that dies anyway still answers them.
+        self._pending: dict[str, OutputCallback] = {}
+        self._pending_lock = threading.Lock()
+        self.failure: str | None = None  # why the loop thread died, if it did
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -50,7 +55,26 @@ class EngineLoop:
         """Queue a request; errors found in the loop arrive as an output with ``error`` set."""
         if not self._accepting:
             raise OverloadedError("the server is shutting down; retry on another instance")
-        self._commands.put(lambda: self._add(request, emit))
+        if not self.alive:
+            raise EngineDeadError(self.failure)
+        guarded = self._guard(request.request_id, emit)
+        with self._pending_lock:
+            self._pending[request.request_id] = emit
+        self._commands.put(lambda: self._add(request, guarded))
+
+    def _guard(self, request_id: str, emit: OutputCallback) -> OutputCallback:
+        """The callback as the engine calls it: a caller that is gone (its event loop closed)
+        cannot raise into the engine, and a finished request leaves the pending table."""
+        def guarded(out: RequestOutput) -> None:
+            if out.finished:
+                with self._pending_lock:
+                    self._pending.pop(request_id, None)
+            try:
+                emit(out)
+            except Exception:  # noqa: BLE001 - the caller left; nothing to tell it
+                log.debug("dropped an output for %s: its caller is gone", request_id)
+
+        return guarded
 
     def abort(self, request_id: str) -> None:
         self._commands.put(lambda: self.engine.abort(request_id))
@@ -71,10 +95,26 @@ class EngineLoop:
     def _add(self, request: Request, emit: OutputCallback) -> None:
         try:
             self.engine.add_request(request, emit)
-        except SlmkitError as exc:
-            emit(RequestOutput("", [], finish_reason="abort", request_id=request.request_id, error=exc))
+        except Exception as exc:  # noqa: BLE001 - that request is refused, the loop goes on
+            error = exc if isinstance(exc, SlmkitError) else SlmkitError(
+                f"the request could not start: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, SlmkitError):
+                log.error("adding %s failed", request.request_id, exc_info=exc)
+            emit(RequestOutput("", [], finish_reason="abort", request_id=request.request_id, error=error))
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - recorded, reported on /health, callers told
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.critical("the engine loop died: %s", self.failure, exc_info=exc)
+            raise
+        finally:
+            self._accepting = self._accepting and self.failure is None
+            self._fail_pending()
+            self._update_snapshot()
+
+    def _loop(self) -> None:
         stopping = False
         while True:
             block = not self.engine.has_work and not stopping
@@ -84,7 +124,7 @@ class EngineLoop:
                     if command is None:
                         stopping = True
                     else:
-                        command()
+                        self._run_command(command)
                     command = self._commands.get_nowait()
             except queue.Empty:
                 pass
@@ -96,7 +136,23 @@ class EngineLoop:
                 log.exception("engine step failed; aborting its requests")
                 self.engine.abort_all(SlmkitError(f"the engine failed: {exc}"))
             self._update_snapshot()
-        self._update_snapshot()
+
+    def _run_command(self, command: Callable[[], None]) -> None:
+        try:
+            command()
+        except Exception:  # noqa: BLE001 - e.g. an abort racing a finish; the loop goes on
+            log.exception("an engine command failed")
+
+    def _fail_pending(self) -> None:
+        """Answer every caller still waiting: the loop will not."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        error = EngineDeadError(self.failure) if self.failure else OverloadedError("the engine stopped")
+        for request_id, emit in pending.items():
+            try:
+                emit(RequestOutput("", [], finish_reason="abort", request_id=request_id, error=error))
+            except Exception:  # noqa: BLE001 - that caller is gone too
+                pass
 
     def _update_snapshot(self) -> None:
         sched = self.engine.scheduler
@@ -126,7 +182,7 @@ class AsyncEngine:
         """
         self.engine.validate(request)
         if not self.loop.alive:
-            raise OverloadedError("the engine has stopped; restart the server")
+            raise EngineDeadError(self.loop.failure)
         loop = asyncio.get_running_loop()
         outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
 
@@ -137,7 +193,13 @@ class AsyncEngine:
         finished = False
         try:
             while True:
-                out = await outputs.get()
+                try:
+                    out = await asyncio.wait_for(outputs.get(), _LIVENESS_CHECK_SECONDS)
+                except asyncio.TimeoutError:
+                    if not self.loop.alive and outputs.empty():
+                        finished = True
+                        raise EngineDeadError(self.loop.failure) from None
+                    continue
                 if out.error is not None:
                     finished = True
                     raise out.error

@@ -7,6 +7,7 @@ through the callback each request brings.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from slmkit.sampling.sampler import log_softmax, top_logprobs
 from slmkit.types import RequestOutput, SamplingParams, Timings, TokenLogprob, Usage
 
 OutputCallback = Callable[[RequestOutput], None]
+log = logging.getLogger("slmkit.engine")
 
 
 @dataclass
@@ -84,9 +86,13 @@ class Engine:
         context = self.runner.context_length
         max_length = context if params.max_tokens is None else min(context, len(ids) + params.max_tokens)
         seq = Sequence(request.request_id, list(ids), params)
+        try:
+            sampler = Sampler(params, self.runner.vocab_size, make_constraint(self.tokenizer, params))
+            text = TextStream(self.tokenizer.token_bytes, params.stop)
+        except Exception as exc:  # noqa: BLE001 - one bad request is refused, the engine goes on
+            raise _as_slmkit_error(exc, "this request could not start") from exc
         self._active[request.request_id] = _Active(
-            seq, Sampler(params, self.runner.vocab_size, make_constraint(self.tokenizer, params)), TextStream(self.tokenizer.token_bytes, params.stop),
-            params.end_token_ids(self.tokenizer.special.end_of_generation), max_length, emit,
+            seq, sampler, text, params.end_token_ids(self.tokenizer.special.end_of_generation), max_length, emit,
         )
         self.scheduler.add(seq)
 
@@ -161,6 +167,8 @@ class Engine:
         tokens = dict(zip(greedy_rows, argmax.tolist())) if argmax is not None else {}
         for active, row in sampled:
             seq = active.seq
+            # Sampling, the user's logits processors and detokenization run per request: whatever
+            # one of them raises fails that request only.
             try:
                 token = tokens.get(row)
                 if token is None:
@@ -168,10 +176,10 @@ class Engine:
                 logprob = None
                 if seq.params.logprobs is not None:
                     logprob = _token_logprob(logits[row], token, seq.params.logprobs)
-            except SlmkitError as exc:
-                self._finish(active, "abort", error=exc)
-                continue
-            self._on_token(active, token, logprob)
+                self._on_token(active, token, logprob)
+            except Exception as exc:  # noqa: BLE001 - reported to that request
+                if seq.request_id in self._active:
+                    self._finish(active, "abort", error=_as_slmkit_error(exc, "generation failed"))
 
     def _on_token(self, active: _Active, token: int, logprob: TokenLogprob | None) -> None:
         seq = active.seq
@@ -194,11 +202,17 @@ class Engine:
         if slot is not None:
             self.runner.free(slot)
         del self._active[seq.request_id]
+        text = ""
+        if reason != "abort":
+            try:
+                text = active.text.finish()
+            except Exception as exc:  # noqa: BLE001 - the caller still gets its final output
+                reason, error = "abort", _as_slmkit_error(exc, "detokenization failed")
         now = time.perf_counter()
         first = active.first_token_at or now
         seq.finish_reason = reason
         active.emit(RequestOutput(
-            active.text.finish() if reason != "abort" else "", [], finish_reason=reason,
+            text, [], finish_reason=reason,
             request_id=seq.request_id, usage=Usage(seq.num_prompt, seq.num_generated, seq.num_cached),
             timings=Timings(prefill_seconds=first - active.started, decode_seconds=now - first,
                             time_to_first_token=first - active.started),
@@ -244,7 +258,8 @@ def _token_logprob(row: np.ndarray, token: int, k: int) -> TokenLogprob:
     return TokenLogprob(token, float(logprobs[token]), top_logprobs(row, k) if k else [])
 
 
-def _as_slmkit_error(exc: Exception) -> SlmkitError:
+def _as_slmkit_error(exc: Exception, what: str = "the model failed on this batch") -> SlmkitError:
     if isinstance(exc, SlmkitError):
         return exc
-    return SlmkitError(f"the model failed on this batch: {exc}")
+    log.error("%s: %s", what, exc, exc_info=exc)
+    return SlmkitError(f"{what}: {type(exc).__name__}: {exc}")

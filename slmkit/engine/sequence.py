@@ -26,6 +26,23 @@ def check_prompt_tokens(ids: list[int], *, vocab_size: int, context_length: int,
         )
 
 
+def check_fits(prompt_tokens: int, max_tokens: int | None, *, context_length: int,
+               max_tokens_param: str = "max_tokens") -> None:
+    """Prompt plus the tokens asked for must fit the context (OpenAI's and vLLM's 400), for the
+    Python API, the CLI and the server alike; `max_tokens_param` is the caller's name for it."""
+    if prompt_tokens >= context_length:
+        raise ContextLengthError(
+            f"this model's context holds {context_length} tokens, but the prompt is {prompt_tokens} "
+            "tokens; shorten the prompt or raise the context length"
+        )
+    if max_tokens is not None and prompt_tokens + max_tokens > context_length:
+        raise ContextLengthError(
+            f"this model's context holds {context_length} tokens, but {prompt_tokens + max_tokens} were "
+            f"asked for ({prompt_tokens} in the prompt, {max_tokens} in {max_tokens_param}); "
+            f"lower {max_tokens_param} to at most {context_length - prompt_tokens} or shorten the prompt"
+        )
+
+
 class SeqStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"

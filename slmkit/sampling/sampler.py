@@ -50,12 +50,21 @@ class Sampler:
         token = self._pick(logits, token_ids, prompt_len)
         if self.constraint is not None:
             if not self.constraint.allows(token):
-                row = self.constraint.mask(self.process(logits, token_ids, prompt_len))
-                if row.max() == -np.inf:
-                    raise InvalidRequestError("the output format allows no token here", param="response_format")
-                token = int(np.argmax(row)) if self.params.greedy else _draw(_unnormalized_probs(row), self.rng.random())
+                token = self._pick_constrained(logits, token_ids, prompt_len)
             self.constraint.accept(token)
         return token
+
+    def _pick_constrained(self, logits: np.ndarray, token_ids: Sequence[int], prompt_len: int) -> int:
+        """The pick from the grammar's tokens only: the mask goes on before top-k / top-p / min-p
+        truncate, so truncation chooses among allowed tokens and can never leave none."""
+        row = np.array(logits, dtype=np.float32)
+        row = apply_processors(self.processors, row, token_ids, prompt_len)
+        row = self.constraint.mask(row)
+        if row.max() == -np.inf:
+            raise InvalidRequestError("the output format allows no token here", param="response_format")
+        if self.params.greedy:
+            return int(np.argmax(row))
+        return _draw(_unnormalized_probs(apply_warpers(self.warpers, row)), self.rng.random())
 
     def _pick(self, logits: np.ndarray, token_ids: Sequence[int], prompt_len: int) -> int:
         if not self.processors and not self.warpers:

@@ -58,7 +58,7 @@ async def chat_completions(request: Request):
     if "model" not in data:
         default = request.headers.get("azureml-model-deployment") or ctx.default_model()
         data = {**data, "model": default}
-    return await run_chat(ctx, parse_model(ChatCompletionRequest, data))
+    return await run_chat(ctx, parse_model(ChatCompletionRequest, data), request)
 
 
 @router.get("/info")

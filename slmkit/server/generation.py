@@ -73,16 +73,19 @@ class Completion:
 async def collect(deltas: AsyncIterator[RequestOutput]) -> Completion:
     done = Completion()
     pieces = []
-    async for out in deltas:
-        pieces.append(out.text)
-        done.token_ids.extend(out.token_ids)
-        if out.logprobs:
-            done.logprobs.extend(out.logprobs)
-        if out.finished:
-            done.finish_reason = out.finish_reason
-            done.usage = out.usage
-            done.ttft = out.timings.time_to_first_token
-            done.decode_seconds = out.timings.decode_seconds
+    try:
+        async for out in deltas:
+            pieces.append(out.text)
+            done.token_ids.extend(out.token_ids)
+            if out.logprobs:
+                done.logprobs.extend(out.logprobs)
+            if out.finished:
+                done.finish_reason = out.finish_reason
+                done.usage = out.usage
+                done.ttft = out.timings.time_to_first_token
+                done.decode_seconds = out.timings.decode_seconds
+    finally:  # also when cancelled (the client left): closing aborts the request now
+        await deltas.aclose()
     done.text = "".join(pieces)
     return done
 

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
-from typing import Any, TypeVar
+from typing import Any, Awaitable, TypeVar
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from slmkit.errors import (
     InvalidParameterError,
     InvalidRequestError,
+    OverloadedError,
     PayloadTooLargeError,
     RateLimitError,
     SlmkitError,
 )
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+log = logging.getLogger("slmkit.server")
 
 
 async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
@@ -63,7 +68,10 @@ def _short(value: Any) -> str:
 
 
 def _headers(exc: SlmkitError) -> dict[str, str]:
-    return {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimitError) else {}
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(exc, (RateLimitError, OverloadedError)) and retry_after is not None:
+        return {"Retry-After": str(max(1, round(retry_after)))}
+    return {}
 
 
 def openai_error(exc: SlmkitError) -> JSONResponse:
@@ -96,3 +104,33 @@ def error_response(path: str, exc: SlmkitError) -> JSONResponse:
 
 def sse(data: Any) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": logged and counted, read by nobody
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | Response:
+    """Await `work` (a whole non-streaming generation), cancelling it the moment the client
+    disconnects: cancelling closes its token streams, which aborts them in the engine and frees
+    their KV cells. Streaming responses need none of this: Starlette cancels their body."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    log.info("client left %s before the answer was ready; its generation was aborted", request.url.path)
+    return Response(status_code=CLIENT_CLOSED)
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read: the next message the server sends is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

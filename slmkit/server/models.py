@@ -18,7 +18,8 @@ from slmkit.backends.llamacpp import ModelInfo
 from slmkit.backends.loading import load_model
 from slmkit.engine.async_engine import AsyncEngine
 from slmkit.engine.engine import Engine, Request
-from slmkit.errors import ContextLengthError, InvalidRequestError, ModelNotFoundError, RateLimitError
+from slmkit.engine.sequence import check_fits
+from slmkit.errors import InvalidRequestError, ModelNotFoundError, RateLimitError
 from slmkit.providers.registry import get_provider, parse_model_string
 from slmkit.server.config import ServerConfig
 from slmkit.server.remote import RemoteModel
@@ -68,18 +69,7 @@ class ServedModel:
 
     def check_fits(self, prompt_tokens: int, max_tokens: int | None, *, max_tokens_param: str) -> None:
         """Prompt plus the tokens asked for must fit the context (vLLM / OpenAI's 400)."""
-        context = self.context_length
-        if prompt_tokens >= context:
-            raise ContextLengthError(
-                f"this model's context holds {context} tokens, but the prompt is {prompt_tokens} "
-                "tokens; shorten the prompt"
-            )
-        if max_tokens is not None and prompt_tokens + max_tokens > context:
-            raise ContextLengthError(
-                f"this model's context holds {context} tokens, but {prompt_tokens + max_tokens} were "
-                f"asked for ({prompt_tokens} in the prompt, {max_tokens} in {max_tokens_param}); "
-                f"lower {max_tokens_param} to at most {context - prompt_tokens} or shorten the prompt"
-            )
+        check_fits(prompt_tokens, max_tokens, context_length=self.context_length, max_tokens_param=max_tokens_param)
 
     def admit(self, prompt_ids: list[int], params: SamplingParams, max_queue: int) -> None:
         """Refuse now, before any response starts: a full queue (429) or a bad prompt (400)."""

@@ -22,7 +22,7 @@ from slmkit import __version__
 from slmkit.backends.llamacpp import ModelInfo
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, OfflineError, SlmkitError
 from slmkit.server.context import ServerContext
-from slmkit.server.http import parse_model, read_json
+from slmkit.server.http import parse_model, read_json, unless_client_leaves
 from slmkit.server.models import ServedModel
 from slmkit.server.remote import RemoteModel
 from slmkit.server.ollama_protocol import (
@@ -84,12 +84,12 @@ async def chat(request: Request):
     if isinstance(served, RemoteModel):
         params = _remote_params(served, req)
         job = Generation(ctx, served, req.model, "chat", [], params, started, load_seconds)
-        return await job.respond(await served.chat(req.to_messages(), params), req.streaming)
+        return await job.respond(request, await served.chat(req.to_messages(), params), req.streaming)
     prompt_ids = served.formatter.encode_chat(req.to_messages())
     params = _params(ctx, served, prompt_ids, req)
     job = Generation(ctx, served, req.model, "chat", prompt_ids, params, started, load_seconds,
                      unload_after=keep_alive == 0)
-    return await job.respond(ctx.stream(served, prompt_ids, params), req.streaming)
+    return await job.respond(request, ctx.stream(served, prompt_ids, params), req.streaming)
 
 
 @router.post("/api/generate")
@@ -111,7 +111,7 @@ async def generate(request: Request):
         # raw: the prompt as it is (a completion); else the provider applies its chat template
         stream = (await served.complete(req.prompt, params) if req.raw
                   else await served.chat(req.to_messages(), params))
-        return await job.respond(stream, req.streaming)
+        return await job.respond(request, stream, req.streaming)
     if req.raw:
         text = req.prompt
     else:
@@ -122,7 +122,7 @@ async def generate(request: Request):
     params = _params(ctx, served, prompt_ids, req)
     job = Generation(ctx, served, req.model, "generate", prompt_ids, params, started, load_seconds,
                      unload_after=keep_alive == 0, return_context=not req.raw)
-    return await job.respond(ctx.stream(served, prompt_ids, params), req.streaming)
+    return await job.respond(request, ctx.stream(served, prompt_ids, params), req.streaming)
 
 
 async def _get(ctx: ServerContext, model: str, keep_alive: float) -> tuple[ServedModel | RemoteModel, float]:
@@ -209,9 +209,12 @@ class Generation:
     return_context: bool = False
     token_ids: list[int] = field(default_factory=list)
 
-    async def respond(self, stream: AsyncIterator[RequestOutput], streaming: bool):
+    async def respond(self, request: Request, stream: AsyncIterator[RequestOutput], streaming: bool):
         if streaming:
             return StreamingResponse(self.lines(stream), media_type=NDJSON)
+        return await unless_client_leaves(request, self._whole(stream))
+
+    async def _whole(self, stream: AsyncIterator[RequestOutput]) -> JSONResponse:
         pieces: list[str] = []
         logprobs: list[dict] = []
         final = None

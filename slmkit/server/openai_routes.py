@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, SlmkitError
 from slmkit.server.context import ServerContext
 from slmkit.server.generation import Completion, collect, new_id, seeds_for
-from slmkit.server.http import parse_model, read_json, sse
+from slmkit.server.http import parse_model, read_json, sse, unless_client_leaves
 from slmkit.server.models import ServedModel
 from slmkit.server.remote import RemoteModel
 from slmkit.server.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -48,10 +48,10 @@ async def get_model(model_id: str, request: Request):
 async def chat_completions(request: Request):
     ctx = ctx_of(request)
     req = parse_model(ChatCompletionRequest, await read_json(request))
-    return await run_chat(ctx, req)
+    return await run_chat(ctx, req, request)
 
 
-async def run_chat(ctx: ServerContext, req: ChatCompletionRequest):
+async def run_chat(ctx: ServerContext, req: ChatCompletionRequest, request: Request):
     """Shared with the Azure AI Inference route (same body, same answer)."""
     req.check_supported()
     served = await ctx.manager.get(req.model, remote_ok=True)
@@ -70,6 +70,10 @@ async def run_chat(ctx: ServerContext, req: ChatCompletionRequest):
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         body = _guarded(_chat_sse(served, streams, rid, created, req.model, include_usage, req.logprobs, req.n))
         return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+    return await unless_client_leaves(request, _chat_response(ctx, served, req, streams, rid, created))
+
+
+async def _chat_response(ctx: ServerContext, served, req: ChatCompletionRequest, streams, rid: str, created: int):
     done = await asyncio.gather(*(collect(s) for s in streams))
     choices = [{
         "index": i,
@@ -144,6 +148,11 @@ async def completions(request: Request):
         body = _guarded(_completion_sse(served, streams, echoes, rid, created, req.model, include_usage,
                                         req.logprobs, req.n))
         return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
+    return await unless_client_leaves(request, _completion_response(ctx, served, req, streams, echoes, rid, created))
+
+
+async def _completion_response(ctx: ServerContext, served, req: CompletionRequest, streams, echoes, rid: str,
+                               created: int):
     done = await asyncio.gather(*(collect(s) for s in streams))
     choices = [{
         "index": i, "text": echoes[i] + c.text,
