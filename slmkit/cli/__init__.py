@@ -5,6 +5,7 @@ One module per command group registers its commands on `app` (slmkit/cli/app.py)
 
 from __future__ import annotations
 
+import os
 import sys
 
 from slmkit.cli import chat, models, serve, tasks, tools  # noqa: F401  - register their commands
@@ -27,3 +28,9 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line for the user, the trace on request
+        if os.environ.get("SLMKIT_DEBUG"):
+            raise
+        sys.stderr.write(f"Error: internal error: {type(exc).__name__}: {exc}\n"
+                         "This is a bug in slmkit; run again with SLMKIT_DEBUG=1 to see where it happened.\n")
+        sys.exit(1)

@@ -8,6 +8,11 @@ import typer
 
 from slmkit.cli import options as opt
 from slmkit.cli.app import app, err_console
+from slmkit.errors import InvalidParameterError
+from slmkit.providers.registry import parse_model_string
+from slmkit.store.store import ModelStore
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @app.command()
@@ -28,6 +33,8 @@ def serve(
     no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Recompute every prompt.")] = False,
     batch_invariant: Annotated[bool, typer.Option("--batch-invariant", help="Prefill in chunks of < 64 "
                                "tokens so every answer is bit-identical whatever the batch or cache.")] = False,
+    cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="Let web pages from this "
+                           "origin call the API (repeatable; * for any). Off by default.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ):
     """Serve models over the OpenAI, Ollama and Azure AI Inference APIs."""
@@ -42,7 +49,14 @@ def serve(
         backend=BackendOptions(backend, dtype, device),
         request_timeout=request_timeout, keep_alive=keep_alive, prefix_caching=not no_prefix_cache,
         max_chunk_per_sequence=BATCH_INVARIANT_CHUNK if batch_invariant else None,
+        cors_origins=list(cors_origin or []),
     )
+    if log_level.lower() not in LOG_LEVELS:
+        raise InvalidParameterError("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    store = ModelStore()
+    for name in config.models:  # unknown names fail here, in one line, before the server starts
+        if parse_model_string(name) is None:
+            store.resolve(name)
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         err_console.print(f"[yellow]warning:[/] serving on {host} without an API key (use --api-key)")
-    run_server(config, log_level=log_level)
+    run_server(config, log_level=log_level.lower())

@@ -3,6 +3,7 @@ and the answer reader behind `slm run --speak`."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional, TextIO
@@ -36,7 +37,18 @@ def read_input(source: str | None, *, text_allowed: bool = True) -> str:
         return path.read_text(encoding="utf-8", errors="replace")
     if not text_allowed:
         raise InvalidParameterError("input", f"no such file: {source}")
+    if _looks_like_a_file_name(source):
+        raise InvalidParameterError("input", f"no such file: {source} (to use those words as the text "
+                                    "itself, pipe them in with -)")
     return source
+
+
+def _looks_like_a_file_name(text: str) -> bool:
+    """One word with a path separator or a file extension: a file the user meant, not text."""
+    return not any(c.isspace() for c in text) and ("/" in text or bool(_FILE_NAME.fullmatch(text)))
+
+
+_FILE_NAME = re.compile(r"[\w.~-]+\.(txt|md|rst|text|html?|json|jsonl|csv|srt|vtt|log|xml|docx?|pdf)", re.IGNORECASE)
 
 
 @app.command()
@@ -51,8 +63,11 @@ def translate(
     threads: opt.Threads = None,
 ):
     """Translate text; long input goes piece by piece (split at sentence ends), each printed when done."""
-    from slmkit.tasks.translate import iter_translation
+    from slmkit.tasks.translate import iter_translation, language_name
 
+    language_name(to)  # an unknown language fails before the model loads
+    if from_:
+        language_name(from_)
     text = read_input(source)
     if not text.strip():
         raise InvalidParameterError("text", "there is nothing to translate")

@@ -108,7 +108,6 @@ class EngineLoop:
         except BaseException as exc:  # noqa: BLE001 - recorded, reported on /health, callers told
             self.failure = f"{type(exc).__name__}: {exc}"
             log.critical("the engine loop died: %s", self.failure, exc_info=exc)
-            raise
         finally:
             self._accepting = self._accepting and self.failure is None
             self._fail_pending()

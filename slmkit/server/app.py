@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,11 +27,12 @@ from slmkit.server.context import ServerContext
 from slmkit.server.http import api_of, error_response
 from slmkit.server.metrics import Metrics
 from slmkit.server.models import ModelManager
+from slmkit.server.openapi import install as install_openapi
 
 log = logging.getLogger("slmkit.server")
 access_log = logging.getLogger("slmkit.access")
 
-OPEN_PATHS = {"/health", "/"}  # reachable without an API key
+OPEN_PATHS = {"/health"}  # reachable without an API key (probes); everything else needs one when keys are set
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -39,7 +42,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         for name in config.models:
-            await manager.get(name)
+            try:
+                await manager.get(name)
+            except SlmkitError as exc:  # the others are served; a request for this one says why
+                log.error("could not load %s: %s", name, exc.message)
         reaper = asyncio.create_task(_unload_idle_models(manager))
         try:
             yield
@@ -50,6 +56,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     app = FastAPI(title="slmkit", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctx = ctx
+    install_openapi(app)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -110,20 +117,39 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(openai_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(azure_routes.router)
+    if config.cors_origins:
+        # Added last, so it is the outermost layer: preflights are answered before the key check.
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["Retry-After"])
     return app
 
 
 def _check_auth(request: Request, config: ServerConfig) -> None:
-    if not config.api_keys or request.url.path in OPEN_PATHS:
+    if not config.api_keys or request.url.path in OPEN_PATHS or request.method == "OPTIONS":
         return
-    key = request.headers.get("api-key")
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        key = auth[7:].strip()
+    key = presented_key(request)
     if key is None:
-        raise AuthenticationError("missing API key: send `Authorization: Bearer <key>` or an `api-key` header")
-    if key not in config.api_keys:
+        raise AuthenticationError("missing API key: send `Authorization: Bearer <key>`, an `api-key` or an "
+                                  "`x-api-key` header")
+    if not key_matches(key, config.api_keys):
         raise AuthenticationError("invalid API key")
+
+
+def presented_key(request: Request) -> str | None:
+    """The key a client sent: OpenAI's bearer token, Azure's ``api-key``, Anthropic's ``x-api-key``."""
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("api-key") or request.headers.get("x-api-key")
+
+
+def key_matches(key: str, keys: set[str]) -> bool:
+    """Compared in constant time against every key (no early exit), so timing tells nothing."""
+    presented = key.encode("utf-8", "surrogatepass")
+    found = False
+    for candidate in keys:
+        found |= hmac.compare_digest(presented, candidate.encode("utf-8", "surrogatepass"))
+    return found
 
 
 def _check_body_size(request: Request, config: ServerConfig) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from slmkit.errors import InvalidParameterError, InvalidRequestError
+from slmkit.server.openapi import request_body
 from slmkit.server.http import parse_model, read_json
 from slmkit.server.openai_routes import ctx_of, run_chat
 from slmkit.server.protocol import ChatCompletionRequest
@@ -36,7 +37,7 @@ def _check_version(request: Request) -> None:
         raise InvalidParameterError("api-version", f"unsupported version {version!r}; supported: {sorted(API_VERSIONS)}")
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", openapi_extra=request_body(ChatCompletionRequest))
 async def chat_completions(request: Request):
     _check_version(request)
     ctx = ctx_of(request)

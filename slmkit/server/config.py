@@ -32,6 +32,7 @@ class ServerConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     embeddings: bool = True  # serve the bundled all-minilm for /v1/embeddings and /api/embed
     store_home: str | None = None
+    cors_origins: list[str] = field(default_factory=list)  # empty: no CORS headers (browsers refuse)
 
     @staticmethod
     def keys_from_env() -> set[str]:

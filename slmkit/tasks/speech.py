@@ -122,12 +122,34 @@ class _ESpeak:
         return Audio(samples, self.sample_rate)
 
 
+def known_voices() -> set[str]:
+    """The voices of the shipped voice data, by their names (``en``, ``fr``, ``en-US``, ...), lower-cased.
+
+    eSpeak NG itself falls back to a default voice for a name it does not know, so an unknown
+    voice is caught here instead of speaking English to someone who asked for another language.
+    """
+    import espeakng_loader
+
+    root = Path(espeakng_loader.get_data_path()) / "lang"
+    return {f.name.lower() for f in root.rglob("*") if f.is_file()}
+
+
+def check_voice(voice: str) -> None:
+    base = voice.split("+", 1)[0].strip().lower()  # "en+f3": a voice and a variant
+    voices = known_voices()
+    if base not in voices:
+        close = sorted(v for v in voices if v.split("-")[0] == base.split("-")[0])[:5]
+        hint = f"; similar: {', '.join(close)}" if close else "; try a language code such as en, fr, de, es"
+        raise InvalidParameterError("voice", f"eSpeak NG has no voice {voice!r}{hint}")
+
+
 class Speaker:
     """Turns text into speech: `synthesize` to `Audio`, `save` a WAV, or `play` it aloud."""
 
     def __init__(self, voice: str = DEFAULT_VOICE, rate: int = DEFAULT_RATE):
         if not 80 <= rate <= 450:
             raise InvalidParameterError("rate", f"must be 80..450 words per minute, got {rate}")
+        check_voice(voice)
         self.voice = voice
         self.rate = rate
 

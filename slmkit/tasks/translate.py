@@ -7,6 +7,8 @@ translated on its own; paragraph breaks between pieces are kept.
 
 from __future__ import annotations
 
+import re
+
 from typing import Callable, Iterator
 
 from slmkit.errors import InvalidParameterError
@@ -39,7 +41,13 @@ def language_name(language: str) -> str:
         return LANGUAGES[code]
     if not language.strip():
         raise InvalidParameterError("language", "must not be empty")
+    if len(code) <= 3 or not _LANGUAGE_NAME.fullmatch(language.strip()):
+        raise InvalidParameterError("language", f"unknown language {language!r}: use a code ({', '.join(list(LANGUAGES)[:6])}, "
+                                    "...) or a language's name in English (French, Brazilian Portuguese)")
     return language.strip()
+
+
+_LANGUAGE_NAME = re.compile(r"[A-Za-z][A-Za-z ()'-]{3,40}")
 
 
 def translation_prompt(text: str, target: str, source: str | None = None) -> TaskPrompt:

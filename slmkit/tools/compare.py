@@ -78,7 +78,13 @@ class PromptResult:
 def load_prompts(path: str | Path) -> list[list[Message]]:
     """A JSONL file: each line ``{"prompt": "..."}``, ``{"messages": [...]}`` or a JSON string."""
     conversations = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidParameterError("prompts", f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidParameterError("prompts", f"cannot read {path}: {exc}") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
