@@ -58,6 +58,19 @@ class ServerProcess:
                 values[key] = float(value)
         return values
 
+    def wait_idle(self, timeout: float = 20.0, headers: dict | None = None) -> dict[str, float]:
+        """Poll /metrics until no sequence runs or waits and no KV cell is held by a running one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self.metrics(headers)
+            running = sum(v for k, v in m.items() if k.startswith("slmkit_running_sequences{"))
+            used = sum(v for k, v in m.items() if k.startswith("slmkit_kv_cache_used_cells{"))
+            waiting = sum(v for k, v in m.items() if k.startswith("slmkit_queue_depth{"))
+            if running == used == waiting == 0:
+                return m
+            assert time.monotonic() < deadline, f"still busy: running={running} used={used} waiting={waiting}"
+            time.sleep(0.1)
+
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -23,17 +23,7 @@ def client(server):
 
 
 def wait_idle(server, timeout=20.0):
-    """Poll /metrics until no sequence runs and no KV cell is held by a running sequence."""
-    deadline = time.monotonic() + timeout
-    while True:
-        m = server.metrics()
-        running = sum(v for k, v in m.items() if k.startswith("slmkit_running_sequences{"))
-        used = sum(v for k, v in m.items() if k.startswith("slmkit_kv_cache_used_cells{"))
-        waiting = sum(v for k, v in m.items() if k.startswith("slmkit_queue_depth{"))
-        if running == used == waiting == 0:
-            return m
-        assert time.monotonic() < deadline, f"still busy: running={running} used={used} waiting={waiting}"
-        time.sleep(0.1)
+    return server.wait_idle(timeout)
 
 
 def test_chat_answers_and_reports_usage(client):

@@ -37,7 +37,8 @@ def test_api_keys_are_required_except_for_health(guarded):
     assert missing.status_code == 401 and "API key" in missing.json()["error"]["message"]
     assert httpx.get(f"{guarded.base}/v1/models", headers=auth("wrong")).status_code == 401
     assert httpx.get(f"{guarded.base}/api/tags").json() == {"error": "missing API key: send `Authorization: "
-                                                                     "Bearer <key>` or an `api-key` header"}
+                                                                     "Bearer <key>`, an `api-key` or an "
+                                                                     "`x-api-key` header"}
     assert httpx.get(f"{guarded.base}/v1/models", headers={"api-key": KEY}).status_code == 200
     client = openai.OpenAI(base_url=f"{guarded.base}/v1", api_key=KEY, max_retries=0)
     assert client.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=2,
@@ -113,3 +114,52 @@ def test_shutdown_lets_running_streams_finish(slmkit_home):
     finals = [json.loads(x[6:])["choices"][0]["finish_reason"] for x in rest[:-1]]
     assert finals[-1] == "length"
     assert "Application shutdown complete" in proc.logs()
+
+
+def test_every_route_but_health_needs_the_key_and_keys_never_reach_logs_or_bodies(guarded):
+    """The whole OpenAPI schema's routes, asked without a key, with a wrong one and with the right
+    one (in each header style clients use); the wrong key and the right key are then looked for
+    in the server's log and in every answer's body."""
+    wrong = "sk-wrong-0123456789abcdef"
+    schema = httpx.get(f"{guarded.base}/openapi.json", headers=auth()).json()
+    assert httpx.get(f"{guarded.base}/openapi.json").status_code == 401
+    bodies = []
+    for path, operations in schema["paths"].items():
+        path = path.replace("{model_id}", "smollm2")
+        for method in operations:
+            for headers in ({}, auth(wrong), {"x-api-key": wrong}, {"api-key": wrong}):
+                r = httpx.request(method.upper(), f"{guarded.base}{path}", headers=headers, json={}, timeout=30)
+                bodies.append(r.text)
+                assert r.status_code == (200 if path == "/health" else 401), (method, path, headers, r.text)
+    for headers in (auth(), {"x-api-key": KEY}, {"api-key": KEY}):
+        r = httpx.get(f"{guarded.base}/metrics", headers=headers)
+        assert r.status_code == 200 and "slmkit_" in r.text
+        bodies.append(r.text)
+    assert not any(wrong in b or KEY in b for b in bodies)
+    logs = guarded.logs()
+    assert wrong not in logs and KEY not in logs
+
+
+def test_cors_is_off_unless_an_origin_is_given(guarded, slmkit_home):
+    origin = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+    r = httpx.options(f"{guarded.base}/v1/chat/completions", headers=origin)
+    assert "access-control-allow-origin" not in r.headers
+    assert "access-control-allow-origin" not in httpx.get(f"{guarded.base}/health", headers=origin).headers
+    proc = ServerProcess("--cors-origin", "http://app.example", "--api-key", KEY)
+    try:
+        ok = httpx.options(f"{proc.base}/v1/chat/completions", headers={**origin, "Origin": "http://app.example"})
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://app.example"
+        other = httpx.options(f"{proc.base}/v1/chat/completions", headers=origin)
+        assert other.headers.get("access-control-allow-origin") != "http://evil.example"
+        # CORS opens no door: the key is still needed.
+        assert httpx.get(f"{proc.base}/v1/models", headers={"Origin": "http://app.example"}).status_code == 401
+    finally:
+        proc.stop()
+
+
+def test_binding_beyond_loopback_without_a_key_warns(slmkit_home):
+    proc = ServerProcess("--host", "0.0.0.0")
+    try:
+        assert "serving on 0.0.0.0 without an API key" in proc.logs()
+    finally:
+        proc.stop()
