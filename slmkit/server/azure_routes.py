@@ -37,7 +37,9 @@ def _check_version(request: Request) -> None:
         raise InvalidParameterError("api-version", f"unsupported version {version!r}; supported: {sorted(API_VERSIONS)}")
 
 
-@router.post("/chat/completions", openapi_extra=request_body(ChatCompletionRequest))
+@router.post("/chat/completions", openapi_extra={**request_body(ChatCompletionRequest), "parameters": [
+    {"name": "api-version", "in": "query", "required": True,
+     "schema": {"type": "string", "enum": sorted(API_VERSIONS)}}]})
 async def chat_completions(request: Request):
     _check_version(request)
     ctx = ctx_of(request)

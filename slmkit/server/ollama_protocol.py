@@ -22,10 +22,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from slmkit.backends.llamacpp import LlamaCppModel, ModelInfo
 from slmkit.errors import InvalidParameterError
+from slmkit.server.protocol import JsonInt
 from slmkit.store.gguf_info import format_parameters
 from slmkit.store.manifest import Manifest
 from slmkit.types import ImagePart, Message, SamplingParams, TextPart, image_media_type
@@ -194,7 +195,7 @@ class GenerationRequest(_Body):
     keep_alive: Any = None
     think: Any = None  # no thinking models here; accepted and ignored
     logprobs: StrictBool | None = None
-    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    top_logprobs: JsonInt | None = Field(None, ge=0, le=20)
 
     @property
     def streaming(self) -> bool:
@@ -245,7 +246,7 @@ class GenerateRequest(GenerationRequest):
     suffix: StrictStr | None = None
     system: StrictStr | None = None
     template: StrictStr | None = None
-    context: list[StrictInt] | None = None
+    context: list[JsonInt] | None = None
     raw: StrictBool = False
     images: list[StrictStr] | None = None
 
@@ -289,7 +290,7 @@ class EmbedRequest(_Body):
     model: StrictStr = ""
     input: Union[StrictStr, list[StrictStr], None] = None
     truncate: StrictBool = True
-    dimensions: StrictInt | None = Field(None, ge=1)
+    dimensions: JsonInt | None = Field(None, ge=1)
     options: dict[str, Any] | None = None
     keep_alive: Any = None
 

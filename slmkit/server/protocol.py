@@ -6,10 +6,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 
+from slmkit import limits
 from slmkit.errors import InvalidParameterError
 from slmkit.types import ContentPart, ImagePart, Message, SamplingParams, TextPart
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integers include ``2.0``; a JSON parser gives a float for it."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+# An integer as JSON Schema means it: 2 and 2.0, never "2" or 2.5.
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
+StopString = Annotated[str, Field(min_length=1, max_length=limits.MAX_STOP_LENGTH)]
 
 
 class _Strict(BaseModel):
@@ -26,7 +41,7 @@ class TextPartBody(_Strict):
 
 
 class ImageURL(_Strict):
-    url: str
+    url: str  # checked by ImagePart, whose messages name the part
     detail: Literal["auto", "low", "high"] | None = None
 
 
@@ -40,7 +55,7 @@ ContentPartBody = Annotated[Union[TextPartBody, ImageURLPart], Field(discriminat
 
 class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Union[str, list[ContentPartBody], None] = None
+    content: Union[str, list[ContentPartBody]]
     name: str | None = None
 
     def to_message(self, index: int) -> Message:
@@ -77,24 +92,24 @@ class _Sampling(_Strict):
     """Fields the chat and completions endpoints share."""
 
     model: str
-    temperature: float | None = Field(None, ge=0, le=2)
+    temperature: float | None = Field(None, ge=0, le=limits.TEMPERATURE_MAX)
     top_p: float | None = Field(None, gt=0, le=1)
-    n: StrictInt = Field(1, ge=1, le=16)
+    n: JsonInt = Field(1, ge=1, le=limits.MAX_CHOICES)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    stop: Union[str, list[str], None] = None
-    max_tokens: StrictInt | None = Field(None, ge=1)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
-    seed: StrictInt | None = None
+    stop: Union[StopString, Annotated[list[StopString], Field(max_length=4)], None] = None
+    max_tokens: JsonInt | None = Field(None, ge=1)
+    presence_penalty: float | None = Field(None, ge=-limits.PENALTY_RANGE, le=limits.PENALTY_RANGE)
+    frequency_penalty: float | None = Field(None, ge=-limits.PENALTY_RANGE, le=limits.PENALTY_RANGE)
+    logit_bias: dict[str, float] | None = Field(None, max_length=limits.MAX_LOGIT_BIAS_ENTRIES)
+    seed: JsonInt | None = Field(None, ge=limits.RANDOM_SEED, le=limits.SEED_MAX)
     user: str | None = None
     # vLLM / llama-server extras
-    top_k: StrictInt | None = Field(None, ge=-1)
+    top_k: JsonInt | None = Field(None, ge=-1)
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0)
     ignore_eos: StrictBool = False
-    stop_token_ids: list[StrictInt] | None = None
+    stop_token_ids: list[JsonInt] | None = Field(None, max_length=limits.MAX_STOP_TOKEN_IDS)
 
     def sampling_params(self, defaults: SamplingParams, *, max_tokens: int | None,
                         logprobs: int | None) -> SamplingParams:
@@ -125,10 +140,10 @@ class _Sampling(_Strict):
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=limits.MAX_MESSAGES)
+    max_completion_tokens: JsonInt | None = Field(None, ge=1)
     logprobs: StrictBool = False
-    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    top_logprobs: JsonInt | None = Field(None, ge=0, le=limits.MAX_TOP_LOGPROBS)
     response_format: ResponseFormat | None = None
     tools: list[dict] | None = None
     tool_choice: Any = None
@@ -163,12 +178,13 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str], list[StrictInt], list[list[StrictInt]]]
-    max_tokens: StrictInt | None = Field(16, ge=1)
-    logprobs: StrictInt | None = Field(None, ge=0, le=5)
+    prompt: Union[str, Annotated[list[str], Field(max_length=limits.MAX_PROMPTS)], list[JsonInt],
+                  Annotated[list[list[JsonInt]], Field(max_length=limits.MAX_PROMPTS)]]
+    max_tokens: JsonInt | None = Field(16, ge=1)
+    logprobs: JsonInt | None = Field(None, ge=0, le=5)
     echo: StrictBool = False
     suffix: str | None = None
-    best_of: StrictInt | None = None
+    best_of: JsonInt | None = None
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: text, or token ids."""
@@ -193,9 +209,10 @@ class CompletionRequest(_Sampling):
 
 class EmbeddingRequest(_Strict):
     model: str
-    input: Union[str, list[str], list[StrictInt], list[list[StrictInt]]]
+    input: Union[str, Annotated[list[str], Field(max_length=limits.MAX_PROMPTS)], list[JsonInt],
+                 Annotated[list[list[JsonInt]], Field(max_length=limits.MAX_PROMPTS)]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: StrictInt | None = Field(None, ge=1)
+    dimensions: JsonInt | None = Field(None, ge=1)
     user: str | None = None
 
     def texts(self) -> list[str]:
