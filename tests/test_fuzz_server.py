@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from server_process import ServerProcess
 
@@ -122,3 +123,40 @@ def test_the_server_still_answers_correctly_after_the_fuzzing(fuzz_server):
     assert r.status_code == 200 and r.json()["choices"][0]["text"].startswith(" Paris"), r.text
     assert httpx.get(f"{fuzz_server.base}/health").json()["status"] == "ok"
     assert "Traceback" not in fuzz_server.logs(), fuzz_server.logs()[-3000:]
+
+
+# Bodies no schema describes: any JSON value at all, nested deep, numbers past float range, and
+# bytes that are not UTF-8. Every POST route must refuse them cleanly.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+RAW_BODIES = st.one_of(
+    JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=64),
+    st.integers(min_value=1, max_value=200_000).map(lambda depth: b"[" * depth + b"]" * depth),
+    st.just(b'{"model": "smollm2", "messages": [{"role": "user", "content": "\\ud800"}]}'),
+    st.just(b'{"model": "smollm2", "prompt": "x", "max_tokens": 1e999}'),
+)
+POST_ROUTES = sorted(path for path, ops in SCHEMA.raw_schema["paths"].items() if "post" in ops)
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+def test_bodies_no_schema_expresses_are_refused_cleanly(fuzz_server, path):
+    import httpx
+
+    route = path + ("?api-version=2024-05-01-preview" if path == "/chat/completions" else "")
+
+    @seed(20261202)
+    @settings(max_examples=40, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(RAW_BODIES)
+    def run(raw):
+        r = httpx.post(f"{fuzz_server.base}{route}", content=raw, headers={"content-type": "application/json"},
+                       timeout=90)
+        assert r.status_code < 500, (raw[:200], r.status_code, r.text[:300])
+        if r.status_code >= 400:
+            jsonschema.validate(r.json(), ERROR_SCHEMAS[error_schema_for(path)])
+
+    run()

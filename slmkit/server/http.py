@@ -36,9 +36,31 @@ async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
             return {}
         raise InvalidRequestError("the request body is empty; send a JSON object")
     try:
-        return json.loads(body)
+        data = json.loads(body)
+        _check_unicode(data)
+        return data
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequestError("the request body nests too deeply") from None
+
+
+def _check_unicode(value: Any, where: str = "body") -> None:
+    """JSON's ``\\ud800`` escapes give strings that are not Unicode text (lone surrogates): no
+    tokenizer or UTF-8 encoder can take them, so they are refused here, once, for every route."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidParameterError(at, "is not valid Unicode text (a lone surrogate such as \\ud800)") from None
+        elif isinstance(item, dict):
+            stack.extend((k, at) for k in item)
+            stack.extend((v, f"{k}" if at == "body" else f"{at}.{k}") for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
 
 
 def parse_model(model: type[M], data: Any) -> M:
