@@ -43,5 +43,5 @@ def server(slmkit_home):
     proc = ServerProcess("--model", "smollm2", "--parallel", "16", "--context-length", "2048")
     yield proc
     code = proc.stop()
-    # uvicorn re-raises the SIGTERM it handled, after a graceful shutdown.
-    assert code in (0, -15) and "Application shutdown complete" in proc.logs(), proc.logs()
+    # SIGTERM: a graceful shutdown, then exit 0 (what an orchestrator reads as a clean stop).
+    assert code == 0 and "Application shutdown complete" in proc.logs(), proc.logs()

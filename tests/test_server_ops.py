@@ -110,6 +110,7 @@ def test_shutdown_lets_running_streams_finish(slmkit_home):
         stopper.start()
         rest = [line for line in lines if line.startswith("data: ")]
     stopper.join()
+    assert proc.proc.returncode == 0, proc.logs()
     assert first and rest[-1] == "data: [DONE]"
     finals = [json.loads(x[6:])["choices"][0]["finish_reason"] for x in rest[:-1]]
     assert finals[-1] == "length"
