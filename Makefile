@@ -16,7 +16,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int
 WHEELS := $(HOME)/.cache/slmkit/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-native-noamx
 LLAMA_WHEEL_STAMP := $(WHEELS)/.built
 
-.PHONY: install run test bench clean llama-server
+.PHONY: install run test bench soak clean llama-server
 
 install: $(STAMP)
 
@@ -74,6 +74,11 @@ bench: install
 	$(PY) benchmarks/engine_step.py
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/torch_engine.py
+	$(PY) benchmarks/load.py
+
+# 20 minutes of the load mix on one server: memory and descriptor trends (BENCHMARKS.md `soak`).
+soak: install
+	$(PY) benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
