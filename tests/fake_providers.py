@@ -80,6 +80,13 @@ class Hangup:
 
 
 @dataclass
+class Stall:
+    """Take the request, then send nothing for `seconds` (a provider that hangs)."""
+
+    seconds: float = 30.0
+
+
+@dataclass
 class Drop:
     """Stream `after` pieces, then cut the connection (no end of the chunked body)."""
 
@@ -170,6 +177,10 @@ class FakeProvider:
         if isinstance(action, Reply):
             return _send_json(handler, action.status, action.body, action.headers)
         if isinstance(action, Hangup):
+            handler.close_connection = True
+            return None
+        if isinstance(action, Stall):
+            time.sleep(action.seconds)
             handler.close_connection = True
             return None
         if self.kind == "ollama":

@@ -16,6 +16,7 @@ from fake_providers import (  # noqa: F401  (fixtures)
     Hangup,
     Reply,
     Slow,
+    Stall,
     StreamError,
     arun,
     chat,
@@ -29,6 +30,7 @@ from fake_providers import (  # noqa: F401  (fixtures)
 
 from slmkit.errors import (
     InvalidParameterError,
+    ProviderTimeoutError,
     ProviderError,
     ProviderRateLimitError,
     ProviderUnavailableError,
@@ -226,3 +228,19 @@ def test_stream_validation_happens_before_any_io(transport):
         with pytest.raises(InvalidParameterError):
             provider.stream(chat(fake, ignore_eos=True))  # raised at the call, not at the first next()
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("stall", [Stall(30), Slow(delay=30, pieces=2)], ids=["before-answer", "mid-stream"])
+def test_a_provider_that_hangs_is_cut_by_the_read_timeout(stall, waits):
+    """Silent before the answer (retried, then given up) or in the middle of it (not retried):
+    either way the caller gets a timeout error after about the read timeout, not a hang."""
+    from slmkit.providers.http import HttpTransport, Timeouts
+
+    quick = HttpTransport(timeouts=Timeouts(connect=2, read=0.5), retry=RetryPolicy(max_retries=1, base_delay=0.1),
+                          sleep=waits.sleep, async_sleep=waits.async_sleep, random=lambda: 0.5)
+    with FakeProvider("openai") as fake:
+        fake.queue(stall, stall)
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeoutError, match="timeout"):
+            run(provider_for(fake, quick), chat(fake))
+        assert time.monotonic() - started < 5
