@@ -75,6 +75,7 @@ bench: install
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/torch_engine.py
 	$(PY) benchmarks/load.py
+	$(PY) benchmarks/fuzz.py
 
 # 20 minutes of the load mix on one server: memory and descriptor trends (BENCHMARKS.md `soak`).
 soak: install

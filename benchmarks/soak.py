@@ -58,6 +58,8 @@ def main() -> int:
                                          max_tokens=args.max_tokens, references=references))
             total += len(report.outcomes)
             problems += report.problems
+            for problem in report.problems[:5]:
+                console.print(f"[red]problem:[/red] {problem}")
             held = server.wait_idle(30)
             if any(held.values()):
                 problems.append(f"round {round_index + 1}: still held {held}")

@@ -11,6 +11,8 @@ so a hang is a failure, not a stuck CI job.
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -38,6 +40,8 @@ def fuzz_server(slmkit_home):
     proc.stop()
     report = {op: dict(sorted(codes.items())) for op, codes in sorted(STATS.items())}
     print("\nfuzzing: examples per route and status:\n" + json.dumps(report, indent=1))
+    if os.environ.get("SLMKIT_FUZZ_STATS"):  # benchmarks/fuzz.py publishes them
+        Path(os.environ["SLMKIT_FUZZ_STATS"]).write_text(json.dumps(report))
 
 
 def _operations():
@@ -155,6 +159,8 @@ def test_bodies_no_schema_expresses_are_refused_cleanly(fuzz_server, path):
     def run(raw):
         r = httpx.post(f"{fuzz_server.base}{route}", content=raw, headers={"content-type": "application/json"},
                        timeout=90)
+        stats = STATS.setdefault(f"POST {path} (any bytes)", {})
+        stats[r.status_code] = stats.get(r.status_code, 0) + 1
         assert r.status_code < 500, (raw[:200], r.status_code, r.text[:300])
         if r.status_code >= 400:
             jsonschema.validate(r.json(), ERROR_SCHEMAS[error_schema_for(path)])
