@@ -70,25 +70,15 @@ def read_hf_summary(folder: str | Path) -> GGUFSummary:
     """The same facts for a Hugging Face folder, from config.json and the safetensors headers."""
     import json
 
-    from safetensors import safe_open
-
-    from slmkit.models.safetensors import read_config, weight_files
+    from slmkit.models.safetensors import read_config, tensor_sizes, weight_files
     from slmkit.text.hf_tokenizer import HFTokenizer
 
     folder = Path(folder)
     config = read_config(folder)
     files = weight_files(folder)
-    parameters, dtypes = 0, set()
-    for path in files:
-        with safe_open(str(path), framework="numpy") as f:
-            for key in f.keys():
-                info = f.get_slice(key)
-                shape = info.get_shape()
-                count = 1
-                for dim in shape:
-                    count *= dim
-                parameters += count
-                dtypes.add(info.get_dtype().lower())
+    sizes = tensor_sizes(files)
+    parameters = sum(n for n, _ in sizes.values())
+    dtypes = {dtype for _, dtype in sizes.values()}
     try:
         template = HFTokenizer(folder).chat_template
     except Exception:  # noqa: BLE001 - show what we can even if the tokenizer is broken
