@@ -4,6 +4,7 @@ SmolLM2 file so everything but the one change is a real, loadable model)."""
 
 from __future__ import annotations
 
+import functools
 import struct
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,21 @@ def encode_value(vtype: GGUFValueType, value: Any, item_type: GGUFValueType | No
     return out + struct.pack(_SCALARS[vtype], value)
 
 
+@functools.lru_cache(maxsize=4)
+def _reader(source: str) -> GGUFReader:
+    return GGUFReader(source)
+
+
 def rewrite(source: Path, target: Path, *, changes: dict[str, bytes | None] | None = None,
-            tensor_info: dict[str, bytes] | None = None, counts: tuple[int, int] | None = None) -> Path:
+            tensor_info: dict[str, bytes] | None = None, counts: tuple[int, int] | None = None,
+            copy_data: bool = True) -> Path:
     """Copy ``source`` to ``target`` with metadata ``changes`` (key -> `encode_value` bytes, or None
     to drop the key; unknown keys are appended) and raw ``tensor_info`` replacements (tensor name
-    -> its whole info record). ``counts`` overrides the header's (tensor count, KV count)."""
+    -> its whole info record). ``counts`` overrides the header's (tensor count, KV count).
+    ``copy_data=False`` leaves the tensor data as zeros of the same size (a sparse file: fast, and
+    enough wherever only the header is read)."""
     changes = dict(changes or {})
-    reader = GGUFReader(str(source))
+    reader = _reader(str(source))
     kv = []
     for key, field in reader.fields.items():
         if key.startswith("GGUF."):
@@ -58,6 +67,9 @@ def rewrite(source: Path, target: Path, *, changes: dict[str, bytes | None] | No
     header += b"\0" * (-len(header) % reader.alignment)
     with open(source, "rb") as src, open(target, "wb") as dst:
         dst.write(header)
+        if not copy_data:
+            dst.truncate(len(header) + Path(source).stat().st_size - reader.data_offset)
+            return target
         src.seek(reader.data_offset)
         while block := src.read(1 << 24):
             dst.write(block)
