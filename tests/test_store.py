@@ -48,7 +48,7 @@ def test_broken_file_is_refused_before_anything_is_written(store, tmp_path):
     assert store.list() == []
     from slmkit.backends.llamacpp import LlamaCppModel
 
-    with pytest.raises(ModelLoadError, match="cannot load"):
+    with pytest.raises(ModelLoadError, match="GGUF version 0"):
         LlamaCppModel(broken)
 
 

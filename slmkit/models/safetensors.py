@@ -75,10 +75,11 @@ def load_hf_model(folder: str | Path, dtype: torch.dtype, device="cpu", *, progr
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from slmkit.models.registry import build_model, checkpoint_state_dict, load_weights
+    from slmkit.models.registry import build_model, checkpoint_state_dict, load_weights, model_type_of
 
     folder = Path(folder)
     config = read_config(folder)
+    model_type_of(config)  # an architecture we cannot run says so before any missing weights do
     files = weight_files(folder)
     model = build_model(config, dtype, device, weight_elements=sum(n for n, _ in tensor_sizes(files).values()), source=str(folder))
     state: dict[str, torch.Tensor] = {}
