@@ -25,3 +25,6 @@ MAX_TOKENS_LIMIT = 1 << 20  # a sanity cap; the real one is the context, checked
 MAX_THREADS = 512
 MIN_CONTEXT = 16
 MAX_SEQUENCES = 256
+CHAT_TEMPLATE_SECONDS = 1.0  # real templates render in well under a millisecond
+CHAT_TEMPLATE_CHARS = 4 << 20  # the largest string or list a template may build, and its output
+CHAT_TEMPLATE_INT_BITS = 4096  # `**` results; bigger integers take unbounded time and memory

@@ -43,12 +43,12 @@ def test_import_show_quantize_remove(store, smollm2_path):
 def test_broken_file_is_refused_before_anything_is_written(store, tmp_path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\x00" * 64)
-    with pytest.raises(ModelLoadError, match="not a valid GGUF"):
+    with pytest.raises(ModelLoadError, match="is GGUF version 0; llama.cpp reads versions 2 and 3"):
         store.import_file(broken, "broken")
     assert store.list() == []
     from slmkit.backends.llamacpp import LlamaCppModel
 
-    with pytest.raises(ModelLoadError, match="cannot load"):
+    with pytest.raises(ModelLoadError, match="GGUF version 0"):
         LlamaCppModel(broken)
 
 

@@ -18,6 +18,7 @@ import llama_cpp
 import numpy as np
 
 from slmkit.backends.base import Chunk, SpecialTokens, check_runner_options
+from slmkit.backends.gguf_header import check_gguf
 from slmkit.backends.llama_log import init_llama, recent_errors
 from slmkit.errors import ContextLengthError, InvalidParameterError, ModelLoadError, SlmkitError
 
@@ -59,6 +60,7 @@ class LlamaCppModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
+        check_gguf(self.path)  # llama.cpp aborts the process on some broken files; refuse them first
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = vocab_only
         started = time.perf_counter()
@@ -95,7 +97,7 @@ class LlamaCppModel:
             file_type=FILE_TYPES.get(int(metadata.get("general.file_type", -1)),
                                      FILE_TYPES.get(llama_cpp.llama_model_ftype(model), "unknown")),
             context_length=int(llama_cpp.llama_model_n_ctx_train(model)),
-            chat_template=template.decode("utf-8") if template else None,
+            chat_template=template.decode("utf-8", errors="replace") if template else None,
             metadata=metadata,
         )
 

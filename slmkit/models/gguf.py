@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from slmkit.errors import ModelLoadError
+from slmkit.models.budget import check_allocation
 from slmkit.progress import progress_bar
 
 # GGUF general.architecture -> HF model_type
@@ -105,13 +106,20 @@ def read_gguf(path: str | Path, *, progress: bool = True) -> tuple[dict[str, Any
     except Exception as exc:  # noqa: BLE001 - gguf raises plain ValueErrors/OSErrors on bad files
         raise ModelLoadError(f"cannot read {path} as GGUF: {exc}") from exc
     meta = _fields(reader)
+    elements = sum(int(t.n_elements) for t in reader.tensors)
+    check_allocation(elements * 4, f"dequantizing {Path(path).name} to float32")
     tensors = {}
     with progress_bar(f"dequantizing {Path(path).name}", len(reader.tensors), enabled=progress) as update:
         for i, tensor in enumerate(reader.tensors):
             value = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
             tensors[tensor.name] = value if value.flags.writeable else value.copy()
             update(i + 1)
-    return meta, hf_config_from_gguf(meta, tensors), tensors
+    try:
+        config = hf_config_from_gguf(meta, tensors)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ModelLoadError(f"{path}: the GGUF metadata lacks or garbles a hyperparameter the torch engine "
+                             f"needs ({type(exc).__name__}: {exc}); use the llama.cpp engine") from exc
+    return meta, config, tensors
 
 
 def load_gguf_model(path: str | Path, dtype: torch.dtype, device="cpu", *, progress: bool = True):
@@ -119,7 +127,7 @@ def load_gguf_model(path: str | Path, dtype: torch.dtype, device="cpu", *, progr
     from slmkit.models.registry import build_model, gguf_state_dict, load_weights
 
     _, config, tensors = read_gguf(path, progress=progress)
-    model = build_model(config, dtype, device)
+    model = build_model(config, dtype, device, weight_elements=sum(t.size for t in tensors.values()), source=str(path))
     state = gguf_state_dict(model.config, tensors)
     load_weights(model, {k: torch.from_numpy(v) for k, v in state.items()}, str(path))
     return model

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from slmkit.errors import ModelLoadError
+from slmkit.models.budget import check_allocation, check_matches_weights
 from slmkit.models.config import ModelConfig
 from slmkit.models.llama import CausalLM, LlamaForCausalLM
 
@@ -59,10 +60,21 @@ def checkpoint_state_dict(config: ModelConfig, state: dict[str, torch.Tensor]) -
     return convert(config, state) if convert else state
 
 
-def build_model(config: dict[str, Any], dtype: torch.dtype, device: str | torch.device = "cpu") -> CausalLM:
-    """An uninitialised-weights model of the right class (weights are loaded afterwards)."""
+def build_model(config: dict[str, Any], dtype: torch.dtype, device: str | torch.device = "cpu", *,
+                weight_elements: int | None = None, source: str = "the model") -> CausalLM:
+    """An uninitialised-weights model of the right class (weights are loaded afterwards).
+
+    Refused before anything is allocated when the config implies more parameters than
+    ``weight_elements`` (the tensors on disk) or more bytes than the device has free."""
     model_type = model_type_of(config)
-    parsed = ModelConfig.from_hf(config, model_type)
+    try:
+        parsed = ModelConfig.from_hf(config, model_type)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{source}: {exc.message}") from exc
+    parameters = parsed.parameter_count()
+    if weight_elements is not None:
+        check_matches_weights(parameters, weight_elements, source)
+    check_allocation(parameters * dtype.itemsize, f"{source} ({parameters:,} parameters in {dtype})", str(device))
     with torch.device(device):
         model = ARCHITECTURES[model_type](parsed)
     return model.to(dtype)

@@ -58,7 +58,9 @@ def _check_unicode(value: Any, where: str = "body") -> None:
                 raise InvalidParameterError(at, "is not valid Unicode text (a lone surrogate such as \\ud800)") from None
         elif isinstance(item, dict):
             stack.extend((k, at) for k in item)
-            stack.extend((v, f"{k}" if at == "body" else f"{at}.{k}") for k, v in item.items())
+            # A key may itself hold a surrogate: name it escaped, or the error body could not be encoded.
+            names = ((v, str(k).encode("utf-8", "backslashreplace").decode()) for k, v in item.items())
+            stack.extend((v, name if at == "body" else f"{at}.{name}") for v, name in names)
         elif isinstance(item, list):
             stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
 

@@ -24,7 +24,7 @@ from slmkit.providers.registry import get_provider, parse_model_string
 from slmkit.server.config import ServerConfig
 from slmkit.server.remote import RemoteModel
 from slmkit.store.manifest import Manifest
-from slmkit.store.store import ModelStore, looks_like_path
+from slmkit.store.store import ModelStore, check_reference, looks_like_path, shown
 from slmkit.text.prompt import PromptFormatter
 from slmkit.types import RequestOutput, SamplingParams
 
@@ -120,7 +120,7 @@ class ModelManager:
         """
         if not isinstance(reference, str) or not reference.strip():
             raise ModelNotFoundError("model: a model name is required (e.g. smollm2)")
-        reference = reference.strip()
+        reference = check_reference(reference)
         parsed = parse_model_string(reference)
         if parsed is not None:
             if not remote_ok:
@@ -158,7 +158,7 @@ class ModelManager:
     async def _load(self, reference: str) -> ServedModel:
         if looks_like_path(reference) and reference not in self._paths_allowed:
             raise ModelNotFoundError(
-                f"unknown model {reference!r}: model files are served only when given to "
+                f"unknown model {shown(reference)}: model files are served only when given to "
                 "`slm serve --model PATH`; ask for a model by name (see GET /v1/models)"
             )
         resolved = await asyncio.to_thread(self.store.resolve, reference)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmkit.errors import ModelLoadError
+from slmkit.backends.gguf_header import check_gguf
 
 # general.file_type values (llama.cpp's enum llama_ftype) for the names people use.
 FILE_TYPE_NAMES = {
@@ -28,37 +28,27 @@ class GGUFSummary:
     size_bytes: int
 
 
-def _scalar(reader, key: str):
-    field = reader.fields.get(key)
-    if field is None:
-        return None
-    value = field.contents()
-    return value
-
-
 def read_gguf_summary(path: str | Path) -> GGUFSummary:
-    """Header facts of a GGUF; a file that is not one is a `ModelLoadError` saying so."""
-    from gguf import GGUFReader  # imported here: reading headers is rare and gguf is slow to import
+    """Header facts of a GGUF; a file that is not one (or is broken) is a `ModelLoadError` saying so."""
+    header = check_gguf(path)
+    meta = header.metadata
 
-    path = Path(path)
-    try:
-        reader = GGUFReader(str(path))
-    except FileNotFoundError as exc:
-        raise ModelLoadError(f"model file not found: {path}") from exc
-    except Exception as exc:  # gguf raises ValueError, struct errors, IndexError on bad files
-        raise ModelLoadError(f"{path} is not a valid GGUF file ({exc})") from exc
-    architecture = _scalar(reader, "general.architecture") or "unknown"
-    file_type = _scalar(reader, "general.file_type")
+    def text(key: str) -> str | None:
+        value = meta.get(key)
+        return value if isinstance(value, str) else None
+
+    file_type = meta.get("general.file_type")
+    context = header.hparam("context_length")
     return GGUFSummary(
-        path=path,
-        architecture=architecture,
-        name=_scalar(reader, "general.name") or path.stem,
-        parameters=sum(int(t.n_elements) for t in reader.tensors),
-        file_type=FILE_TYPE_NAMES.get(file_type, str(file_type)) if file_type is not None else "unknown",
-        context_length=_scalar(reader, f"{architecture}.context_length"),
-        chat_template=_scalar(reader, "tokenizer.chat_template"),
-        license=_scalar(reader, "general.license"),
-        size_bytes=path.stat().st_size,
+        path=header.path,
+        architecture=header.architecture,
+        name=text("general.name") or header.path.stem,
+        parameters=sum(t.n_elements for t in header.tensors),
+        file_type=FILE_TYPE_NAMES.get(file_type, str(file_type)) if isinstance(file_type, int) else "unknown",
+        context_length=context if isinstance(context, int) else None,
+        chat_template=text("tokenizer.chat_template"),
+        license=text("general.license"),
+        size_bytes=header.file_size,
     )
 
 
@@ -80,25 +70,15 @@ def read_hf_summary(folder: str | Path) -> GGUFSummary:
     """The same facts for a Hugging Face folder, from config.json and the safetensors headers."""
     import json
 
-    from safetensors import safe_open
-
-    from slmkit.models.safetensors import read_config, weight_files
+    from slmkit.models.safetensors import read_config, tensor_sizes, weight_files
     from slmkit.text.hf_tokenizer import HFTokenizer
 
     folder = Path(folder)
     config = read_config(folder)
     files = weight_files(folder)
-    parameters, dtypes = 0, set()
-    for path in files:
-        with safe_open(str(path), framework="numpy") as f:
-            for key in f.keys():
-                info = f.get_slice(key)
-                shape = info.get_shape()
-                count = 1
-                for dim in shape:
-                    count *= dim
-                parameters += count
-                dtypes.add(info.get_dtype().lower())
+    sizes = tensor_sizes(files)
+    parameters = sum(n for n, _ in sizes.values())
+    dtypes = {dtype for _, dtype in sizes.values()}
     try:
         template = HFTokenizer(folder).chat_template
     except Exception:  # noqa: BLE001 - show what we can even if the tokenizer is broken

@@ -20,7 +20,9 @@ from slmkit.store.catalog import CATALOG, CatalogEntry, import_instructions
 from slmkit.store.gguf_info import read_gguf_summary
 from slmkit.store.manifest import MANIFEST_FILE, Manifest
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline through
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+MAX_REFERENCE = 4096  # PATH_MAX
 
 
 def default_home() -> Path:
@@ -50,14 +52,34 @@ class StoredVariant:
         return f"{self.name}:{self.tag}"
 
 
+def check_reference(reference: str) -> str:
+    """Refuse what no model name or file path holds: control characters (a NUL cuts a path short
+    in C), lone surrogates, absurd lengths. Returns the reference stripped."""
+    if not isinstance(reference, str) or not reference.strip():
+        raise InvalidParameterError("model", "a model name is required (e.g. smollm2)")
+    if len(reference) > MAX_REFERENCE:
+        raise InvalidParameterError("model", f"a name or path of {len(reference)} characters; at most "
+                                    f"{MAX_REFERENCE} are accepted")
+    if _CONTROL.search(reference):
+        raise InvalidParameterError("model", f"{shown(reference)} contains a NUL, control character or lone "
+                                    "surrogate; no model name or path does")
+    return reference.strip()
+
+
+def shown(reference: str) -> str:
+    """A reference for an error message: quoted, escaped, and cut short."""
+    text = repr(reference).encode("utf-8", "backslashreplace").decode()
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def parse_reference(reference: str) -> tuple[str, str | None]:
     """``"name:tag"`` -> (name, tag); both checked so they cannot name paths."""
-    name, colon, tag = reference.strip().partition(":")
+    name, colon, tag = check_reference(reference).partition(":")
     for part, what in ((name, "name"), (tag if colon else "x", "tag")):
         if not _NAME.match(part) or part in (".", ".."):
             raise InvalidParameterError(
                 "model",
-                f"{reference!r} is not a valid model {what}: use lowercase letters, digits, '.', "
+                f"{shown(reference)} is not a valid model {what}: use lowercase letters, digits, '.', "
                 "'_' and '-' (e.g. smollm2 or smollm2:q8_0), or a path to a .gguf file",
             )
     return name, tag or None
@@ -84,6 +106,7 @@ class ModelStore:
     # -- resolving ------------------------------------------------------------------------
     def resolve(self, reference: str, *, auto_pull: bool = True) -> ResolvedModel:
         """Find the file for a reference; bundled models are pulled on first use."""
+        reference = check_reference(reference)
         if looks_like_path(reference):
             path = Path(reference).expanduser()
             if path.is_dir() and not (path / "config.json").is_file():

@@ -5,7 +5,10 @@ Models ship their prompt format as a Jinja template (``tokenizer.chat_template``
 `ChatTemplate` renders such templates in the same kind of environment (sandboxed, ``trim_blocks``,
 ``lstrip_blocks``, ``raise_exception``, ``tojson``, ``strftime_now``, ``{% generation %}``), so a
 template behaves here as it does in ``transformers``. Templates come from downloaded files, so they
-run in Jinja's immutable sandbox: no attribute escapes, no mutating the messages.
+run in Jinja's immutable sandbox (no attribute escapes, no mutating the messages) and under a
+budget (`RenderBudget`): a render stops with a clear error past a time limit, and no value or
+output may grow past a size limit, checked before the big multiplications and powers are
+computed and after every concatenation, call and filter (so nothing grows past twice the limit).
 
 For models whose metadata has no template, a few built-in ones cover the common formats.
 """
@@ -13,6 +16,9 @@ For models whose metadata has no template, a few built-in ones cover the common 
 from __future__ import annotations
 
 import json
+import re
+import time
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, Sequence
 
@@ -20,7 +26,9 @@ import jinja2
 from jinja2 import nodes
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
+from slmkit import limits
 from slmkit.errors import InvalidParameterError, InvalidRequestError
 from slmkit.types import Message, refuse_images
 
@@ -124,13 +132,188 @@ def _strftime_now(format: str) -> str:
     return datetime.now().strftime(format)
 
 
+class _TemplateLimit(jinja2.TemplateError):
+    """A render went over its budget (time or size)."""
+
+
+class RenderBudget:
+    """The limits of one render: a deadline and the largest string or list it may build."""
+
+    def __init__(self, seconds: float = limits.CHAT_TEMPLATE_SECONDS, chars: int = limits.CHAT_TEMPLATE_CHARS):
+        self.seconds, self.chars = seconds, chars
+        self.deadline = time.monotonic() + seconds
+
+    def tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _TemplateLimit(f"it ran longer than {self.seconds:g} s")
+
+    def allow(self, length: int) -> None:
+        if length > self.chars:
+            raise _TemplateLimit(f"it built a value of {length:,} characters or items; the limit is {self.chars:,}")
+
+    def sized(self, value: Any) -> Any:
+        if isinstance(value, (str, list, tuple, dict)):
+            self.allow(len(value))
+        elif isinstance(value, int) and value.bit_length() > limits.CHAT_TEMPLATE_INT_BITS:
+            raise _TemplateLimit("it built too large a number")  # squaring in a loop doubles its size
+        return value
+
+
+_BUDGET: ContextVar[RenderBudget | None] = ContextVar("chat_template_budget", default=None)
+
+
+def _budget() -> RenderBudget:
+    # Outside `ChatTemplate.render` (compile-time constant folding) sizes are checked, time is not.
+    return _BUDGET.get() or RenderBudget()
+
+
+def _guard_iter(iterable: Any) -> Any:
+    """Every ``{% for %}`` iterates through this: nested loops cannot outlive the deadline."""
+    budget = _budget()
+    deadline, now = budget.deadline, time.monotonic
+    for item in iterable:
+        if now() > deadline:
+            budget.tick()
+        yield item
+
+
+def _guard_size(value: Any) -> Any:
+    """Every ``~`` concatenation passes through this (doubling a string in a loop stops at the limit)."""
+    return _budget().sized(value)
+
+
+def _check_args(budget: RenderBudget, args: Any, kwargs: dict[str, Any]) -> None:
+    # Widths and counts (center, ljust, indent, wordwrap, lipsum, "{:>N}", "%Ns") allocate what
+    # they are given: refuse one over the limit before the call, not after the allocation.
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and value > budget.chars:
+            raise _TemplateLimit(f"it passed {value:,} as a size; the limit is {budget.chars:,}")
+
+
+def _check_format(budget: RenderBudget, fmt: Any) -> None:
+    if isinstance(fmt, str):
+        budget.allow(max((int(n) for n in _DIGITS.findall(fmt)), default=0))
+
+
+_DIGITS = re.compile(r"\d{7,}")  # numbers in a format string that could be widths over the limit
+
+
+def _replace_size(text: str, old: str, new: str, count: int | None = None) -> int:
+    hits = text.count(old) if old else len(text) + 1
+    if count is not None and count >= 0:
+        hits = min(hits, count)
+    return len(text) + hits * (len(new) - len(old))
+
+
+class _GuardedEnvironment(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox plus the render budget on operators and calls."""
+
+    intercepted_binops = frozenset(["*", "**", "%"])  # "+" chains are rewritten into `_guard_sum`
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        budget = _budget()
+        budget.tick()
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+                    budget.allow(len(seq) * max(n, 0))
+        elif operator == "**" and isinstance(left, int) and isinstance(right, (int, float)) and abs(left) > 1:
+            if right * left.bit_length() > limits.CHAT_TEMPLATE_INT_BITS:
+                raise _TemplateLimit(f"{left} ** {right} is too large a number")
+        elif operator == "%":
+            _check_format(budget, left)
+        return budget.sized(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's own signature
+        budget = _budget()
+        if time.monotonic() > budget.deadline:
+            budget.tick()
+        if args or kwargs:
+            _check_args(budget, args, kwargs)
+        method = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
+        owner = getattr(method, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(method, "__name__", "")
+            if name in ("format", "format_map"):
+                _check_format(budget, owner)
+            elif name == "replace" and len(args) >= 2 and all(isinstance(a, str) for a in args[:2]):
+                budget.allow(_replace_size(owner, *args[:3]))
+        return budget.sized(super().call(__context, __obj, *args, **kwargs))
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        return _Guards().visit(super()._parse(source, name, filename))
+
+
+class _Guards(NodeTransformer):
+    """Route every loop, ``~`` and ``+`` chain through the guards: an AST rewrite into filters
+    (which compiled templates call directly, not through the sandbox's `call`), so plain output
+    costs nothing and ``a + b + c + d`` (how templates build a turn) costs one function call."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = _guard("iter", node.iter)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return _guard("size", nodes.Concat(node.nodes))
+
+    def visit_Add(self, node: nodes.Add) -> nodes.Node:
+        operands = [node.right]
+        while isinstance(node.left, nodes.Add):
+            node = node.left
+            operands.append(node.right)
+        operands.append(node.left)
+        first, *rest = [self.visit(op) for op in reversed(operands)]
+        return _guard("sum", first, rest)
+
+
+def _guard(kind: str, value: nodes.Expr, args: list[nodes.Expr] | None = None) -> nodes.Filter:
+    return nodes.Filter(value, f"__slmkit_guard_{kind}", args or [], [], None, None)
+
+
+def _guard_sum(*operands: Any) -> Any:
+    """``a + b + ...`` left to right, as Jinja computes it; the total may not pass the size limit
+    (strings and lists only grow by their operands, so the last result is the largest)."""
+    result = operands[0]
+    for operand in operands[1:]:
+        result = result + operand
+    if isinstance(result, (str, list, tuple)) and len(result) > limits.CHAT_TEMPLATE_CHARS:
+        _budget().allow(len(result))
+    return result
+
+
+def _guarded_filter(function: Any) -> Any:
+    # A pass_context / pass_eval_context filter gets that object first, then the value.
+    first = 1 if hasattr(function, "jinja_pass_arg") else 0
+    name = getattr(function, "__name__", "")
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        budget = _budget()
+        budget.tick()
+        value, rest = (args[first], args[first + 1:]) if len(args) > first else (None, ())
+        _check_args(budget, rest, kwargs)
+        if name == "do_format":
+            _check_format(budget, value)
+        elif name == "do_replace" and len(rest) >= 2 and all(isinstance(a, str) for a in (value, *rest[:2])):
+            budget.allow(_replace_size(str(value), *rest[:3]))
+        return budget.sized(function(*args, **kwargs))
+
+    if hasattr(function, "jinja_pass_arg"):
+        guarded.jinja_pass_arg = function.jinja_pass_arg  # type: ignore[attr-defined]
+    return guarded
+
+
 def _make_environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _GuardedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, loopcontrols]
     )
     env.filters["tojson"] = _tojson
+    env.filters = {name: _guarded_filter(f) for name, f in env.filters.items()}
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
+    env.filters.update(__slmkit_guard_iter=_guard_iter, __slmkit_guard_size=_guard_size,
+                       __slmkit_guard_sum=_guard_sum)
     return env
 
 
@@ -214,8 +397,24 @@ class ChatTemplate:
             "messages": [{"role": message.role, "content": message.text} for message in coerced],
             "add_generation_prompt": add_generation_prompt,
         }
+        budget = RenderBudget()
+        token = _BUDGET.set(budget)
         try:
-            return self._template.render(**context)
+            parts: list[str] = []
+            keep, size, chars, deadline, now = parts.append, 0, budget.chars, budget.deadline, time.monotonic
+            for part in self._template.generate(**context):
+                size += len(part)
+                if size > chars or now() > deadline:
+                    budget.allow(size)
+                    budget.tick()
+                keep(part)
+            return "".join(parts)
+        except _TemplateLimit as error:
+            raise InvalidRequestError(
+                f"The chat template of {self._label} was stopped: {error.message} "
+                f"(limits: {budget.seconds:g} s, {budget.chars:,} characters); use a built-in template "
+                f"({', '.join(BUILTIN_TEMPLATES)}) or fix the model's"
+            ) from error
         except _TemplateRaised as error:
             raise InvalidRequestError(
                 f"The chat template of {self._label} rejected the messages: {error.message}"
@@ -227,6 +426,8 @@ class ChatTemplate:
                 f"The chat template of {self._label} failed to render: "
                 f"{type(error).__name__}: {error}"
             ) from error
+        finally:
+            _BUDGET.reset(token)
 
 
 def guess_builtin_template(architecture: str, token_texts: set[str]) -> str:
