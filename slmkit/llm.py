@@ -31,8 +31,9 @@ from slmkit.types import Message, RequestOutput, SamplingParams, Timings, Usage
 
 class LLM:
     """A local model: store name (``smollm2``, ``smollm2:original``), a path to a ``.gguf`` or a
-    Hugging Face folder. ``backend``: ``auto`` (llama.cpp for GGUF, torch for HF folders),
-    ``llamacpp`` or ``torch`` (our own PyTorch models; ``dtype`` and ``device`` apply to it).
+    Hugging Face folder. ``backend``: ``auto`` (llama.cpp for GGUF, ONNX Runtime GenAI for a
+    folder with ``genai_config.json``, torch for HF folders), ``llamacpp``, ``ortgenai`` or
+    ``torch`` (our own PyTorch models; ``dtype`` and ``device`` apply to it).
 
     A provider model string (``github:Phi-3.5-mini-instruct``, ``ollama:phi3.5``, ...) gives a
     `RemoteLLM` with the same ``chat`` / ``generate`` API instead.
@@ -65,7 +66,7 @@ class LLM:
         resolved = (store or ModelStore()).resolve(model)
         self.name = resolved.name
         self.manifest = resolved.manifest
-        options = BackendOptions(backend, dtype, device)
+        options = BackendOptions(backend, dtype, device, threads)
         self.backend = options.resolve(resolved.path)
         self.model = load_model(resolved.path, options)
         self.info = self.model.info
