@@ -47,6 +47,7 @@ llama-convert: install
 # vendored in the same llama-cpp-python sdist, with the same no-AMX flags. The web UI would be
 # downloaded at configure time, so it is off. The binary loads its .so files from its own bin/.
 LLAMA_SERVER_DIR := $(HOME)/.cache/slmkit/llama-server-$(LLAMA_CPP_VERSION)
+LLAMA_SDIST := $(HOME)/.cache/slmkit/sdist
 LLAMA_SERVER_STAMP := $(LLAMA_SERVER_DIR)/.built
 
 llama-server: $(LLAMA_SERVER_STAMP)
@@ -55,11 +56,11 @@ $(LLAMA_SERVER_STAMP):
 	@command -v cmake >/dev/null || { echo "llama-server needs cmake (apt-get install cmake)"; exit 1; }
 	@command -v c++ >/dev/null || { echo "llama-server needs a C++ compiler (apt-get install g++)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	mkdir -p $(LLAMA_SERVER_DIR)/sdist
-	$(PIP) download -q --no-deps --no-binary :all: -d $(LLAMA_SERVER_DIR)/sdist llama-cpp-python==$(LLAMA_CPP_VERSION)
+	mkdir -p $(LLAMA_SDIST)
+	$(PIP) download -q --no-deps --no-binary :all: -d $(LLAMA_SDIST) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	rm -rf $(LLAMA_SERVER_DIR)/src
 	mkdir -p $(LLAMA_SERVER_DIR)/src
-	tar -xzf $(LLAMA_SERVER_DIR)/sdist/llama*cpp*python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_SERVER_DIR)/src --strip-components=1
+	tar -xzf $(LLAMA_SDIST)/llama*cpp*python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_SERVER_DIR)/src --strip-components=1
 	@echo "Building llama-server from llama.cpp vendored in llama-cpp-python $(LLAMA_CPP_VERSION) (several minutes, once)..."
 	cmake -S $(LLAMA_SERVER_DIR)/src/vendor/llama.cpp -B $(LLAMA_SERVER_DIR)/build -DCMAKE_BUILD_TYPE=Release \
 		-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_SERVER=ON $(LLAMA_CMAKE_ARGS)

@@ -9,7 +9,6 @@ once under ``~/.cache/slmkit`` — ``convert_hf_to_gguf.py``, its ``conversion/`
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import shutil
 import subprocess
 import sys
@@ -29,8 +28,8 @@ def llama_cpp_version() -> str:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "slmkit"
+    """Where the Makefile keeps its builds too (the sdist is shared with `make llama-server`)."""
+    return Path.home() / ".cache" / "slmkit"
 
 
 def sources_dir(version: str | None = None) -> Path:
@@ -86,6 +85,7 @@ def _unpack(sdist: Path, folder: Path, version: str) -> None:
     if not (scratch / "convert_hf_to_gguf.py").is_file():
         raise OfflineError(f"{sdist} has no vendor/llama.cpp/convert_hf_to_gguf.py; delete it and retry")
     (scratch / ".complete").write_text(version + "\n")
+    scratch.chmod(0o755)  # mkdtemp made it private
     if folder.exists():
         shutil.rmtree(folder)
     scratch.rename(folder)

@@ -78,6 +78,7 @@ def convert_into_store(store: ModelStore, src: str, to: str, precision: str, *, 
         final = store.folder(model_name)
         if final.exists():  # another process took the name meanwhile
             raise InvalidParameterError("name", f"a model named {model_name!r} appeared in the store meanwhile")
+        scratch.chmod(0o755)  # mkdtemp made it private
         scratch.rename(final)
         return manifest
     finally:
