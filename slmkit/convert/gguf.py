@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 import sys
 from pathlib import Path
 
 from slmkit.convert.llama_cpp_sources import converter_script, llama_cpp_version
+from slmkit.convert.prepared import linked_copy, released_architecture
 from slmkit.convert.process import run_converter
 from slmkit.convert.registry import ConvertedModel, HFSource, ProgressFn, unsupported_architecture
 from slmkit.errors import InvalidParameterError
@@ -67,7 +69,7 @@ class GGUFConverter:
 
     def check(self, source: HFSource, precision: str) -> None:
         supported = self.architectures
-        if source.architecture not in supported:
+        if released_architecture(source.architecture) not in supported:
             raise unsupported_architecture(source, "GGUF (llama.cpp)", supported)
 
     def convert(self, source: HFSource, scratch: Path, precision: str, progress: ProgressFn) -> ConvertedModel:
@@ -82,10 +84,12 @@ class GGUFConverter:
             elif match := _LAYER.search(line):
                 progress("reading weights", share * 0.5 * min(1.0, (int(match.group(1)) + 1) / layers))
 
-        cmd = [sys.executable, str(self.script), str(source.folder), "--outfile", str(base),
+        prepared = linked_copy(source, scratch / "input.partial", source.config)
+        cmd = [sys.executable, str(self.script), str(prepared), "--outfile", str(base),
                "--outtype", precision if direct else "f32"]
         run_converter(cmd, label="llama.cpp's convert_hf_to_gguf.py", extra="convert", on_line=on_line,
                       cwd=self.script.parent)
+        shutil.rmtree(prepared)
         notes = {"converter": f"llama.cpp convert_hf_to_gguf.py (llama-cpp-python {llama_cpp_version()})"}
         if direct:
             return ConvertedModel(base.name, "gguf", self.engine, precision, notes)

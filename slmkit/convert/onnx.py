@@ -14,13 +14,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import re
 import shutil
 import sys
 from pathlib import Path
 
 from slmkit.backends.ortgenai import SOURCE_FACTS
+from slmkit.convert.prepared import linked_copy, released_architecture
 from slmkit.convert.process import run_converter
 from slmkit.convert.registry import ConvertedModel, HFSource, ProgressFn, unsupported_architecture
 from slmkit.errors import BackendUnavailableError, InvalidParameterError
@@ -53,10 +53,6 @@ def builder_architectures() -> frozenset[str]:
 
 def prepare_input(source: HFSource, folder: Path) -> Path:
     """A folder of links to the source's files, with a config.json carrying both rope key styles."""
-    folder.mkdir(parents=True)
-    for file in source.folder.iterdir():
-        if file.is_file() and file.name != "config.json":
-            os.symlink(file.resolve(), folder / file.name)
     config = dict(source.config)
     rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
     kind = rope.get("rope_type") or rope.get("type")
@@ -70,8 +66,7 @@ def prepare_input(source: HFSource, folder: Path) -> Path:
             config.setdefault("original_max_position_embeddings", rope["original_max_position_embeddings"])
     if kind not in ("longrope", "su") and "original_max_position_embeddings" in config:
         config["original_max_position_embeddings"] = config.get("max_position_embeddings")
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-    return folder
+    return linked_copy(source, folder, config)
 
 
 class OnnxConverter:
@@ -95,11 +90,11 @@ class OnnxConverter:
         return _PRECISIONS[name]
 
     def check(self, source: HFSource, precision: str) -> None:
-        if source.architecture in _REFUSED:
-            raise InvalidParameterError("src", f"{source.folder.name} ({source.architecture}): "
-                                               f"{_REFUSED[source.architecture]}")
+        architecture = released_architecture(source.architecture)
+        if architecture in _REFUSED:
+            raise InvalidParameterError("src", f"{source.folder.name} ({source.architecture}): {_REFUSED[architecture]}")
         supported = self.architectures
-        if source.architecture not in supported:
+        if architecture not in supported:
             raise unsupported_architecture(source, "ONNX (ORT GenAI builder)", supported)
         for module in ("onnx", "onnx_ir", "onnxscript", "onnxruntime", "torch", "transformers"):
             if importlib.util.find_spec(module) is None:

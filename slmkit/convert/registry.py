@@ -89,6 +89,8 @@ def _load_builtin() -> None:
 
 
 def unsupported_architecture(source: HFSource, format_name: str, supported: frozenset[str]) -> InvalidParameterError:
+    known = [a for a in ("LlamaForCausalLM", "Phi3ForCausalLM", "PhiMoEForCausalLM", "MistralForCausalLM",
+                         "Qwen2ForCausalLM", "GemmaForCausalLM") if a in supported]
     return InvalidParameterError(
         "src", f"{source.folder.name} is a {source.architecture}, which the {format_name} converter cannot "
-               f"handle; it converts {', '.join(sorted(supported))}")
+               f"handle; it converts {len(supported)} architectures, among them {', '.join(known)}")
