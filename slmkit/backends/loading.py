@@ -7,12 +7,38 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmkit.errors import InvalidParameterError
+from slmkit.errors import BackendUnavailableError, InvalidParameterError
 
 BACKENDS = ("auto", "llamacpp", "torch", "ortgenai")
+
+
+# engine -> (the Python module it needs, the slmkit extra that installs it)
+ENGINE_NEEDS = {"llamacpp": ("llama_cpp", None), "torch": ("torch", "torch"), "ortgenai": ("onnxruntime_genai", "onnx")}
+
+
+@dataclass(frozen=True)
+class EngineSupport:
+    engine: str
+    installed: bool
+    extra: str | None  # pip install 'slmkit[extra]' when not installed
+
+    def describe(self) -> str:
+        if self.installed:
+            return f"{self.engine} (installed)"
+        return f"{self.engine} (needs pip install 'slmkit[{self.extra}]')"
+
+
+def engine_support(path: Path) -> list[EngineSupport]:
+    """Which engines can run this model, the first being what ``auto`` picks, and whether each is installed."""
+    found = []
+    for engine in engines_for(path):
+        module, extra = ENGINE_NEEDS[engine]
+        found.append(EngineSupport(engine, importlib.util.find_spec(module) is not None, extra))
+    return found
 
 
 def engines_for(path: Path) -> list[str]:
@@ -54,6 +80,10 @@ def load_model(path: str | Path, options: BackendOptions | None = None, *, progr
     path = Path(path)
     options = options or BackendOptions()
     backend = options.resolve(path)
+    module, extra = ENGINE_NEEDS[backend]
+    if importlib.util.find_spec(module) is None:
+        raise BackendUnavailableError(f"the {backend} engine needs the Python package {module}: "
+                                      f"pip install 'slmkit[{extra}]'")
     if backend == "ortgenai":
         from slmkit.backends.ortgenai import OrtGenAIModel
 
