@@ -233,3 +233,29 @@ def test_a_failing_converter_leaves_nothing_behind(store, checkpoints, tmp_path,
 def test_a_gguf_source_is_refused(store, smollm2_path):
     with pytest.raises(SlmkitError, match="needs a Hugging Face folder"):
         convert_into_store(store, str(smollm2_path), "onnx", "int4")
+
+
+def test_ortgenai_own_search_through_the_llm_api(store, checkpoints):
+    """``search="ortgenai"``: ORT GenAI chooses the tokens; greedy and beam search agree with ours.
+    (Without ignore_eos: ORT can only ignore its end tokens by forbidding them (min_length), where
+    ours generates them and goes on, so greedy ids differ from the first end token on.)"""
+    onnx = converted(store, checkpoints, "phi3", "onnx", "fp32")
+    with open_llm(onnx.path, search="ortgenai") as native, \
+            LLM(str(onnx.path), max_sequences=8, context_length=256) as ours:
+        greedy = SamplingParams(max_tokens=24, temperature=0)
+        for prompt in PROMPTS[:3]:
+            ids = ours.encode_prompt(prompt)
+            mine = ours.generate(ids, greedy)
+            theirs = native.generate(ids, greedy)
+            assert (theirs.token_ids, theirs.finish_reason) == (mine.token_ids, mine.finish_reason)
+        beams = SamplingParams(max_tokens=8, temperature=0, num_beams=3, ignore_eos=True)
+        assert native.generate(ids, beams).token_ids == ours.generate(ids, beams).token_ids
+        sampled = SamplingParams(max_tokens=8, temperature=0.8, top_k=20, top_p=0.9, seed=3, ignore_eos=True)
+        first = native.generate(ids, sampled)
+        assert first.token_ids == native.generate(ids, sampled).token_ids and len(first.token_ids) == 8
+        streamed = list(native.chat([{"role": "user", "content": "Hi"}], GREEDY, stream=True))
+        assert streamed[-1].finish_reason == "length" and sum(len(d.token_ids) for d in streamed) == 24
+        with pytest.raises(InvalidParameterError, match="min_p"):
+            native.generate(ids, SamplingParams(max_tokens=4, min_p=0.1))
+    with pytest.raises(InvalidParameterError, match="needs the ortgenai engine"):
+        LLM(str(checkpoints["phi3"]), search="ortgenai")
