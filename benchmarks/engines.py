@@ -10,7 +10,10 @@ ceiling per format: batch-1 decode reads every weight once per token, so tok/s <
 weight bytes. Also: four sequences decoded together through our runner (one og.Generator each)
 against ORT GenAI's own batched ``og.Engine``. Writes the `engines` section of BENCHMARKS.md.
 
-    .venv/bin/python benchmarks/engines.py [--threads 2] [--tokens 64] [--no-phi]
+    .venv/bin/python benchmarks/engines.py [--threads 1] [--tokens 32] [--no-phi]
+
+One thread by default: the 2 cores are shared, and llama.cpp with 2 threads on a busy machine
+falls 95 -> 7 tok/s (REFERENCE 8h) while 1 thread holds 51; every engine gets the same count.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -38,6 +40,11 @@ ENGINES = [
     ("torch fp32", None, None, "torch", "float32"),
     ("torch bf16", None, None, "torch", "bfloat16"),
 ]
+PHI35_PARAMETERS = 3.82e9
+# Bytes of RAM per parameter each engine (and, for ONNX, its builder, which loads the whole HF
+# model in fp32) needs, with some headroom: the Phi-sized rows run only when that much is free.
+MEMORY_PER_PARAMETER = {"llama.cpp q4_k_m": 0.75, "llama.cpp q8_0": 1.2, "ORT GenAI int4": 4.4,
+                        "ORT GenAI fp32": 8.5, "torch fp32": 4.4, "torch bf16": 2.3}
 PHI35_MINI = dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
                   num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=131072,
                   original_max_position_embeddings=4096, bos_token_id=1, eos_token_id=32000, pad_token_id=32000)
@@ -182,13 +189,22 @@ def measure(path: str, backend: str, dtype: str | None, threads: int, tokens: in
         prefill.append(time.perf_counter() - t)
     out = llm.generate(prompt[:8], SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True))
     decode = (len(out.token_ids) - 1) / out.timings.decode_seconds
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     return {"load_s": load, "prefill_tps": PROMPT_TOKENS / min(prefill), "decode_tps": decode, "rss_mb": peak,
             "model_rss_mb": peak - baseline, "first_ids": out.token_ids[:8]}
 
 
 def _rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM: this process's own peak (getrusage's ru_maxrss survives exec, so a child would
+    report its parent's peak when that was larger)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def batch_vs_og_engine(path: str, threads: int, tokens: int, sequences: int = 4) -> dict:
@@ -256,8 +272,8 @@ def bench_model(store, name: str, folder: Path, args, bandwidth: float, *, memor
     rows = []
     for engine in ENGINES:
         label, fmt, precision, backend, dtype = engine
-        if memory_guard and fmt is None and dtype == "float32" or memory_guard and (fmt, precision) == ("onnx", "fp32"):
-            need = 4 * 3.9e9 * 1.1
+        if memory_guard:
+            need = MEMORY_PER_PARAMETER[label] * PHI35_PARAMETERS
             if available_memory() < need:
                 rows.append((label, None, None, f"skipped: needs ~{need / 1e9:.0f} GB, {available_memory() / 1e9:.0f} GB free"))
                 print(rows[-1], flush=True)
@@ -273,6 +289,20 @@ def bench_model(store, name: str, folder: Path, args, bandwidth: float, *, memor
         rows.append((label, size, bandwidth / size, result))
         print(label, result, flush=True)
     return rows
+
+
+RESULTS = WORK / "results.json"
+
+
+def remember(model: str, rows) -> None:
+    saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    saved[model] = rows
+    RESULTS.write_text(json.dumps(saved, indent=1))
+
+
+def recalled(model: str):
+    saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    return saved.get(model)
 
 
 def table(name: str, rows) -> list[str]:
@@ -291,8 +321,8 @@ def table(name: str, rows) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--no-phi", action="store_true", help="SmolLM2 only")
     parser.add_argument("--measure", nargs=5, metavar=("PATH", "BACKEND", "DTYPE", "THREADS", "TOKENS"))
     parser.add_argument("--og-engine", nargs=3, metavar=("PATH", "THREADS", "TOKENS"))
@@ -312,11 +342,15 @@ def main() -> None:
     bandwidth = read_bandwidth()
     print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
     smol = bench_model(store, "smollm2", smollm2_folder(), args, bandwidth, memory_guard=False)
+    remember("smollm2", smol)
     batching = run_child("--og-engine", str(store.resolve("smollm2-onnx-int4").path), str(args.threads), "32")
     print("batching", batching, flush=True)
+    remember("og-engine", batching)
     sections = table("SmolLM2-135M-Instruct (HF folder from the bundled GGUF)", smol)
     if not args.no_phi:
-        phi = bench_model(store, "phi35-random", phi35_folder(), args, bandwidth, memory_guard=True)
+        remember("phi35", bench_model(store, "phi35-random", phi35_folder(), args, bandwidth, memory_guard=True))
+    phi = recalled("phi35")
+    if phi:
         sections += [""] + table("Random Phi-3.5-mini-shaped model (3.8B, bf16 source)", phi)
     write_report(args, bandwidth, sections, batching)
 

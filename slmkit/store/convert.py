@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from slmkit.convert.registry import HFSource, get_converter
-from slmkit.errors import InvalidParameterError, ModelNotFoundError
+from slmkit.errors import InvalidParameterError
 from slmkit.progress import progress_bar
 from slmkit.store.manifest import Manifest
 from slmkit.store.store import ModelStore, looks_like_path, parse_reference
@@ -57,8 +57,6 @@ def convert_into_store(store: ModelStore, src: str, to: str, precision: str, *, 
         raise InvalidParameterError("name", f"a model named {model_name!r} is already in the store; pick another "
                                             f"--name or remove it with `slm rm {model_name}`")
     source, source_manifest = read_source(store, src)
-    if not source.folder.is_dir():
-        raise ModelNotFoundError(f"no such folder: {source.folder}")
     converter.check(source, wanted)
 
     store.models_dir.mkdir(parents=True, exist_ok=True)
