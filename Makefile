@@ -80,6 +80,7 @@ bench: install
 	$(PY) benchmarks/engine_step.py
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/torch_engine.py
+	$(PY) benchmarks/engines.py --no-phi
 	$(PY) benchmarks/load.py
 	$(PY) benchmarks/fuzz.py
 

@@ -10,7 +10,11 @@ ceiling per format: batch-1 decode reads every weight once per token, so tok/s <
 weight bytes. Also: four sequences decoded together through our runner (one og.Generator each)
 against ORT GenAI's own batched ``og.Engine``. Writes the `engines` section of BENCHMARKS.md.
 
-    .venv/bin/python benchmarks/engines.py [--threads 1] [--tokens 32] [--no-phi]
+    .venv/bin/python benchmarks/engines.py [--threads 1] [--tokens 32] [--no-phi] [--report]
+
+`make bench` runs the SmolLM2 part (minutes). The Phi-sized part takes about half an hour on two
+cores and ~35 GB of disk under ~/.cache/slmkit (bf16 source, the f32 GGUF on the way, GGUFs);
+rows whose engine needs more memory than is free are skipped and say so.
 
 One thread by default: the 2 cores are shared, and llama.cpp with 2 threads on a busy machine
 falls 95 -> 7 tok/s (REFERENCE 8h) while 1 thread holds 51; every engine gets the same count.
