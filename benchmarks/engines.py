@@ -47,7 +47,9 @@ ENGINES = [
 PHI35_PARAMETERS = 3.82e9
 # Bytes of RAM per parameter each engine (and, for ONNX, its builder, which loads the whole HF
 # model in fp32) needs, with some headroom: the Phi-sized rows run only when that much is free.
-MEMORY_PER_PARAMETER = {"llama.cpp q4_k_m": 0.75, "llama.cpp q8_0": 1.2, "ORT GenAI int4": 4.4,
+# The ORT builder loads the checkpoint in its own dtype (bf16 here: 2 bytes) and holds the int4
+# output plus one fp32 tensor at a time beside it.
+MEMORY_PER_PARAMETER = {"llama.cpp q4_k_m": 0.75, "llama.cpp q8_0": 1.2, "ORT GenAI int4": 3.0,
                         "ORT GenAI fp32": 8.5, "torch fp32": 4.4, "torch bf16": 2.3}
 PHI35_MINI = dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
                   num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=131072,
@@ -278,6 +280,8 @@ def available_memory() -> int:
 def bench_model(store, name: str, folder: Path, args, bandwidth: float, *, memory_guard: bool):
     rows = []
     for engine in ENGINES:
+        if args.only and engine[0] not in args.only:
+            continue
         label, fmt, precision, backend, dtype = engine
         if memory_guard:
             need = MEMORY_PER_PARAMETER[label] * PHI35_PARAMETERS
@@ -302,8 +306,11 @@ RESULTS = WORK / "results.json"
 
 
 def remember(model: str, rows) -> None:
+    """Keep a model's rows; rows of engines not measured this time (--only) stay as they were."""
     saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    saved[model] = rows
+    if isinstance(rows, list) and isinstance(saved.get(model), list):
+        fresh = {row[0]: row for row in rows}
+        rows = [fresh.pop(row[0], row) for row in saved[model]] + list(fresh.values())
     RESULTS.write_text(json.dumps(saved, indent=1))
 
 
@@ -339,7 +346,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--no-phi", action="store_true", help="SmolLM2 only")
+    parser.add_argument("--phi-only", action="store_true", help="the Phi-sized model only")
     parser.add_argument("--report", action="store_true", help="rewrite the section from the kept results")
+    parser.add_argument("--only", action="append", metavar="ENGINE",
+                        help="measure only this engine (repeatable, e.g. 'ORT GenAI int4'); kept rows of the others stay")
     parser.add_argument("--measure", nargs=5, metavar=("PATH", "BACKEND", "DTYPE", "THREADS", "TOKENS"))
     parser.add_argument("--og-engine", nargs=3, metavar=("PATH", "THREADS", "TOKENS"))
     args = parser.parse_args()
@@ -355,23 +365,27 @@ def main() -> None:
     from slmkit.store.store import ModelStore
 
     store = ModelStore(WORK / "store", progress=True)
-    if args.report:
-        bandwidth = read_bandwidth()
+    if args.report:  # the bandwidth measured with the kept rows
+        bandwidth = recalled("bandwidth") or read_bandwidth()
         sections = table("SmolLM2-135M-Instruct (HF folder from the bundled GGUF)", recalled("smollm2"), bandwidth)
         if recalled("phi35"):
             sections += [""] + table("Random Phi-3.5-mini-shaped model (3.8B, bf16 source)", recalled("phi35"), bandwidth)
         write_report(args, bandwidth, sections, recalled("og-engine"))
         return
-    bandwidth = read_bandwidth()
+    bandwidth = recalled("bandwidth") if args.only else None
+    if not bandwidth:
+        bandwidth = read_bandwidth()
+        remember("bandwidth", bandwidth)
     print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
-    smol = bench_model(store, "smollm2", smollm2_folder(), args, bandwidth, memory_guard=False)
-    remember("smollm2", smol)
-    batching = run_child("--og-engine", str(store.resolve("smollm2-onnx-int4").path), str(args.threads), "32")
-    print("batching", batching, flush=True)
-    remember("og-engine", batching)
-    sections = table("SmolLM2-135M-Instruct (HF folder from the bundled GGUF)", smol, bandwidth)
+    if not args.phi_only:
+        remember("smollm2", bench_model(store, "smollm2", smollm2_folder(), args, bandwidth, memory_guard=False))
+        batching = run_child("--og-engine", str(store.resolve("smollm2-onnx-int4").path), str(args.threads), "32")
+        print("batching", batching, flush=True)
+        remember("og-engine", batching)
     if not args.no_phi:
         remember("phi35", bench_model(store, "phi35-random", phi35_folder(), args, bandwidth, memory_guard=True))
+    batching = recalled("og-engine")
+    sections = table("SmolLM2-135M-Instruct (HF folder from the bundled GGUF)", recalled("smollm2"), bandwidth)
     phi = recalled("phi35")
     if phi:
         sections += [""] + table("Random Phi-3.5-mini-shaped model (3.8B, bf16 source)", phi, bandwidth)
