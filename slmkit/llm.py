@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 from slmkit.backends.loading import BackendOptions, load_model
+from slmkit.backends.ortgenai_search import SEARCH_MODES
 from slmkit.engine.generator import Generator
 from slmkit.engine.scoring import Scorer
 from slmkit.engine.sequence import check_fits
@@ -31,8 +32,11 @@ from slmkit.types import Message, RequestOutput, SamplingParams, Timings, Usage
 
 class LLM:
     """A local model: store name (``smollm2``, ``smollm2:original``), a path to a ``.gguf`` or a
-    Hugging Face folder. ``backend``: ``auto`` (llama.cpp for GGUF, torch for HF folders),
-    ``llamacpp`` or ``torch`` (our own PyTorch models; ``dtype`` and ``device`` apply to it).
+    Hugging Face folder. ``backend``: ``auto`` (llama.cpp for GGUF, ONNX Runtime GenAI for a
+    folder with ``genai_config.json``, torch for HF folders), ``llamacpp``, ``ortgenai`` or
+    ``torch`` (our own PyTorch models; ``dtype`` and ``device`` apply to it). ``search``:
+    ``slmkit`` (our sampling over the engine's logits) or, with the ortgenai engine, ``ortgenai``
+    (ORT GenAI's own greedy / sampling / repetition penalty / beam search inside its Generator).
 
     A provider model string (``github:Phi-3.5-mini-instruct``, ``ollama:phi3.5``, ...) gives a
     `RemoteLLM` with the same ``chat`` / ``generate`` API instead.
@@ -60,13 +64,20 @@ class LLM:
         backend: str = "auto",
         dtype: str = "auto",
         device: str = "auto",
+        search: str = "slmkit",
     ):
         started = time.perf_counter()
+        if search not in SEARCH_MODES:
+            raise InvalidParameterError("search", f"{search!r} is not one of {', '.join(SEARCH_MODES)}")
         resolved = (store or ModelStore()).resolve(model)
         self.name = resolved.name
         self.manifest = resolved.manifest
-        options = BackendOptions(backend, dtype, device)
+        options = BackendOptions(backend, dtype, device, threads)
         self.backend = options.resolve(resolved.path)
+        if search == "ortgenai" and self.backend != "ortgenai":
+            raise InvalidParameterError("search", f"ORT GenAI's own search needs the ortgenai engine; "
+                                                  f"{model} runs on {self.backend}")
+        self.search = search
         self.model = load_model(resolved.path, options)
         self.info = self.model.info
         self.tokenizer = self.model.tokenizer
@@ -134,6 +145,12 @@ class LLM:
             raise InvalidRequestError(
                 f"all {self.runner.max_sequences} sequence slots are in use; close() a generator first"
             )
+        if self.search == "ortgenai":
+            from slmkit.backends.ortgenai_search import OrtGenAISearch
+
+            return OrtGenAISearch(self.model, params or self.default_params, context_length=self.context_length,
+                                  end_token_ids=self.tokenizer.special.end_of_generation,
+                                  seq_id=self._free_seq_ids.pop(), on_close=self._free_seq_ids.append)
         return Generator(self.runner, params or self.default_params,
                          end_token_ids=self.tokenizer.special.end_of_generation,
                          seq_id=self._free_seq_ids.pop(), on_close=self._free_seq_ids.append,
@@ -160,7 +177,8 @@ class LLM:
             raise InvalidParameterError("prompt", "the prompt is empty")
         check_fits(len(prompt_ids), params.max_tokens, context_length=self.context_length)
         if params.num_beams > 1:
-            results = self._beam_search(prompt_ids, params)
+            results = self._ortgenai_beams(prompt_ids, params) if self.search == "ortgenai" else \
+                self._beam_search(prompt_ids, params)
             return iter(results[:1]) if stream else results[0]
         deltas = self._stream(prompt_ids, params)
         first = next(deltas)  # errors such as a too-long prompt surface here, not mid-iteration
@@ -212,15 +230,24 @@ class LLM:
         finally:
             self._free_seq_ids.extend(seq_ids)
         elapsed = time.perf_counter() - started
-        outputs = []
-        for index, beam in enumerate(beams):
-            text = TextStream(self.tokenizer.token_bytes, params.stop)
-            pieces = [text.add(t) for t in beam.token_ids if t not in end_ids]
-            finish = "stop" if (beam.token_ids and beam.token_ids[-1] in end_ids) or text.stopped else "length"
-            outputs.append(RequestOutput("".join(pieces) + text.finish(), list(beam.token_ids), finish,
-                                         Usage(len(prompt_ids), len(beam.token_ids)),
-                                         Timings(decode_seconds=elapsed), index=index))
-        return outputs
+        return [self._beam_output(prompt_ids, beam.token_ids, params, elapsed, index) for index, beam in enumerate(beams)]
+
+    def _ortgenai_beams(self, prompt_ids: list[int], params: SamplingParams) -> list[RequestOutput]:
+        """Beam search inside ORT GenAI (``search="ortgenai"``): its best beam."""
+        started = time.perf_counter()
+        with self.generator(params) as gen:
+            gen.append_tokens(prompt_ids)
+            gen.generate_next_token()
+            tokens = gen.generated_tokens
+        return [self._beam_output(prompt_ids, tokens, params, time.perf_counter() - started, 0)]
+
+    def _beam_output(self, prompt_ids, token_ids, params: SamplingParams, elapsed: float, index: int) -> RequestOutput:
+        end_ids = params.end_token_ids(self.tokenizer.special.end_of_generation)
+        text = TextStream(self.tokenizer.token_bytes, params.stop)
+        pieces = [text.add(t) for t in token_ids if t not in end_ids]
+        finish = "stop" if (token_ids and token_ids[-1] in end_ids) or text.stopped else "length"
+        return RequestOutput("".join(pieces) + text.finish(), list(token_ids), finish,
+                             Usage(len(prompt_ids), len(token_ids)), Timings(decode_seconds=elapsed), index=index)
 
     def close(self) -> None:
         self.runner.close()

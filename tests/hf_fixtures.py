@@ -72,3 +72,103 @@ def reference_chat(folder: Path, question: str, max_new_tokens: int) -> tuple[li
     ends = set(model.generation_config.eos_token_id)
     answer = answer[: next((i for i, t in enumerate(answer) if t in ends), len(answer))]
     return ids, tokenizer.decode(answer, skip_special_tokens=True)
+
+
+def train_sentencepiece(folder: Path) -> Path:
+    """A SentencePiece BPE model with byte fallback (Phi-3's and Llama 2's tokenizer kind) trained
+    here on the corpus: ``folder/tokenizer.model``."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS), model_writer=model, vocab_size=320, model_type="bpe", byte_fallback=True,
+        character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, hard_vocab_limit=False, minloglevel=2)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tokenizer.model"
+    path.write_bytes(model.getvalue())
+    return path
+
+
+LONGROPE_ORIGINAL = 64  # original_max_position_embeddings of the longrope checkpoint
+
+
+def write_sp_checkpoint(folder: Path, model_type: str = "phi3", *, longrope: bool = False, seed: int = 0,
+                        moe: bool = False, hidden_size: int = 64, train_steps: int = 0) -> Path:
+    """A tiny random Phi-3 / PhiMoE / Llama checkpoint with a SentencePiece tokenizer, as the GGUF and
+    ONNX converters expect a real one: ``tokenizer.model`` plus the fast ``tokenizer.json``, Phi-3's
+    special tokens added after the SentencePiece pieces and the vocabulary padded like Phi-3's
+    (32011 tokens in 32064 rows). No BOS, as the tokenizer's own post-processor does.
+    ``hidden_size`` 256 lets llama.cpp's k-quants (256-wide blocks) apply to every matrix.
+    ``train_steps``: fit the corpus briefly, so next-token choices have the margins of a trained model
+    (a random model's top logits are near-ties that any 4-bit rounding reorders)."""
+    import json
+    import random
+
+    import torch
+    import transformers
+
+    train_sentencepiece(folder)
+    tokenizer = transformers.LlamaTokenizer.from_pretrained(folder)
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIALS})
+    tokenizer.eos_token, tokenizer.pad_token = "<|endoftext|>", "<|endoftext|>"
+    tokenizer.chat_template = PHI3_TEMPLATE
+    end, endoftext = tokenizer.convert_tokens_to_ids("<|end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    vocab = (len(tokenizer) + 15) // 16 * 16
+    common = dict(vocab_size=vocab, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+                  num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=endoftext,
+                  pad_token_id=endoftext, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    if longrope:
+        rng = random.Random(seed)
+        common["rope_parameters"] = {
+            "rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": LONGROPE_ORIGINAL,
+            "short_factor": [rng.uniform(1, 2) for _ in range(hidden_size // 8)],
+            "long_factor": [rng.uniform(2, 6) for _ in range(hidden_size // 8)]}
+        common["original_max_position_embeddings"] = LONGROPE_ORIGINAL
+    if moe:  # Phi-3.5-MoE's released config writes both mscales as 1.243
+        common["rope_parameters"].update(short_mscale=1.243, long_mscale=1.243)
+        config = transformers.PhimoeConfig(**common, num_local_experts=4, num_experts_per_tok=2,
+                                           attention_bias=True, lm_head_bias=True)
+    elif model_type == "phi3":
+        config = transformers.Phi3Config(**common)
+    else:
+        config = transformers.LlamaConfig(**common)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # wider logits than the 0.02 init gives, so greedy choices are rarely near-ties
+        for name, param in model.named_parameters():
+            if param.dim() == 2:
+                param.normal_(0.0, 0.08)
+    if train_steps:
+        fit_corpus(model, tokenizer, train_steps)
+    model.generation_config.eos_token_id = [endoftext, end]
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    config_path = folder / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_path.read_text())
+    tokenizer_config.update(add_bos_token=False, add_eos_token=False)  # llama.cpp reads these; say them
+    config_path.write_text(json.dumps(tokenizer_config, indent=2))
+    return folder
+
+
+def fit_corpus(model, tokenizer, steps: int) -> None:
+    """A few Adam steps of next-token training on the corpus sentences (fp32, CPU, seconds)."""
+    import torch
+
+    rows = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in sorted(set(CORPUS))]
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    labels = ids.masked_fill(mask == 0, -100)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()

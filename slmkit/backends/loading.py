@@ -1,17 +1,55 @@
 """Pick the engine for a model file or folder and load it.
 
-``auto``: llama.cpp for a GGUF file, torch for a Hugging Face folder. ``torch`` also runs a GGUF
-(dequantized into our own model); llama.cpp cannot read a HF folder.
+``auto``: llama.cpp for a GGUF file, ONNX Runtime GenAI for a folder with ``genai_config.json``
+(what `slm convert --to onnx` writes), torch for a Hugging Face folder. ``torch`` also runs a GGUF
+(dequantized into our own model); llama.cpp cannot read a folder, torch cannot read ONNX.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmkit.errors import InvalidParameterError
+from slmkit.errors import BackendUnavailableError, InvalidParameterError
 
-BACKENDS = ("auto", "llamacpp", "torch")
+BACKENDS = ("auto", "llamacpp", "torch", "ortgenai")
+
+
+# engine -> (the Python module it needs, the slmkit extra that installs it)
+ENGINE_NEEDS = {"llamacpp": ("llama_cpp", None), "torch": ("torch", "torch"), "ortgenai": ("onnxruntime_genai", "onnx")}
+
+
+@dataclass(frozen=True)
+class EngineSupport:
+    engine: str
+    installed: bool
+    extra: str | None  # pip install 'slmkit[extra]' when not installed
+
+    def describe(self) -> str:
+        if self.installed:
+            return f"{self.engine} (installed)"
+        return f"{self.engine} (needs pip install 'slmkit[{self.extra}]')"
+
+
+def engine_support(path: Path) -> list[EngineSupport]:
+    """Which engines can run this model, the first being what ``auto`` picks, and whether each is installed."""
+    found = []
+    for engine in engines_for(path):
+        module, extra = ENGINE_NEEDS[engine]
+        found.append(EngineSupport(engine, importlib.util.find_spec(module) is not None, extra))
+    return found
+
+
+def engines_for(path: Path) -> list[str]:
+    """The engines that can run this file or folder, the first being what ``auto`` picks."""
+    from slmkit.backends.ortgenai import is_ortgenai_folder
+
+    if is_ortgenai_folder(path):
+        return ["ortgenai"]
+    if path.is_dir():
+        return ["torch"]
+    return ["llamacpp", "torch"]
 
 
 @dataclass
@@ -19,24 +57,38 @@ class BackendOptions:
     backend: str = "auto"
     dtype: str = "auto"  # torch only: auto, float32, bfloat16, float16
     device: str = "auto"  # torch only: auto, cpu, cuda, cuda:1
+    threads: int | None = None  # ortgenai fixes them when the model loads (the others per runner)
 
     def resolve(self, path: Path) -> str:
         if self.backend not in BACKENDS:
             raise InvalidParameterError("backend", f"{self.backend!r} is not one of {', '.join(BACKENDS)}")
+        engines = engines_for(path)
         if self.backend == "auto":
-            return "torch" if path.is_dir() else "llamacpp"
-        if self.backend == "llamacpp" and path.is_dir():
+            return engines[0]
+        if self.backend not in engines:
+            kind = {"ortgenai": "an ONNX Runtime GenAI folder", "torch": "a Hugging Face folder",
+                    "llamacpp": "a GGUF file"}[engines[0]]
             raise InvalidParameterError(
-                "backend", f"{path} is a Hugging Face folder; llama.cpp reads GGUF files only — "
-                "use the torch engine (--backend torch)")
+                "backend", f"{path} is {kind}; the {self.backend} engine cannot run it — use "
+                           f"{' or '.join(f'--backend {e}' for e in engines)}")
         return self.backend
 
 
 def load_model(path: str | Path, options: BackendOptions | None = None, *, progress: bool = False):
-    """A `LlamaCppModel` or a `TorchModel`: both have ``info``, ``tokenizer``, ``create_runner``."""
+    """A `LlamaCppModel`, `TorchModel` or `OrtGenAIModel`: each has ``info``, ``tokenizer``,
+    ``create_runner``."""
     path = Path(path)
     options = options or BackendOptions()
-    if options.resolve(path) == "torch":
+    backend = options.resolve(path)
+    module, extra = ENGINE_NEEDS[backend]
+    if importlib.util.find_spec(module) is None:
+        raise BackendUnavailableError(f"the {backend} engine needs the Python package {module}: "
+                                      f"pip install 'slmkit[{extra}]'")
+    if backend == "ortgenai":
+        from slmkit.backends.ortgenai import OrtGenAIModel
+
+        return OrtGenAIModel(path, threads=options.threads)
+    if backend == "torch":
         from slmkit.backends.torch_native import TorchModel
 
         return TorchModel(path, dtype=options.dtype, device=options.device, progress=progress)

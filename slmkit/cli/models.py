@@ -1,4 +1,4 @@
-"""`slm list/show/pull/import/rm/quantize`: the model store on the command line."""
+"""`slm list/show/pull/import/rm/quantize/convert`: the model store on the command line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.table import Table
 from slmkit.cli import options as opt
 from slmkit.cli.app import ModelArg, app, console
 from slmkit.store.catalog import CATALOG
-from slmkit.store.gguf_info import format_parameters, format_size, read_gguf_summary, read_hf_summary
+from slmkit.store.gguf_info import format_parameters, format_size, read_summary
 from slmkit.store.store import ModelStore
 
 
@@ -72,10 +72,13 @@ def show(
     template: Annotated[bool, typer.Option("--template", help="Print the whole chat template.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ):
-    """Architecture, parameters, quantization, context, template, license, size and path."""
+    """Architecture, parameters, quantization, context, engines, template, license, size and path."""
+    from slmkit.backends.loading import engine_support
+
     resolved = ModelStore().resolve(model)
-    summary = read_hf_summary(resolved.path) if resolved.path.is_dir() else read_gguf_summary(resolved.path)
+    summary = read_summary(resolved.path)
     manifest = resolved.manifest
+    engines = engine_support(resolved.path)
     facts = {
         "name": resolved.name,
         "architecture": summary.architecture,
@@ -84,6 +87,8 @@ def show(
         "context length": summary.context_length,
         "license": manifest.license or summary.license or "unknown",
         "size": format_size(summary.size_bytes),
+        "engines": ", ".join(e.describe() for e in engines) if not json_output else
+                   [{"engine": e.engine, "installed": e.installed, "extra": e.extra} for e in engines],
         "path": str(summary.path),
         "system prompt": manifest.system,
         "default parameters": manifest.parameters,
@@ -145,3 +150,20 @@ def quantize(
     """Requantize with llama.cpp's quantizer; stored as the variant NAME:<to>."""
     manifest = ModelStore().quantize(model, to, threads=threads)
     console.print(f"stored {manifest.name}:{to.lower()}")
+
+
+@app.command()
+def convert(
+    src: Annotated[str, typer.Argument(help="A store name of a Hugging Face model, or a Hugging Face folder.")],
+    to: Annotated[str, typer.Option("--to", help="Target format: gguf (llama.cpp) or onnx (ONNX Runtime GenAI).")],
+    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16, int8 or int4; GGUF also takes llama.cpp "
+                                                             "types (q4_k_m, q5_k_m, q6_k, ...).")] = "int4",
+    name: Annotated[Optional[str], typer.Option("--name", help="Store name of the result "
+                                                             "(default: SRC-FORMAT-PRECISION).")] = None,
+):
+    """Convert a Hugging Face checkpoint to GGUF or ONNX; the result is a new model in the store."""
+    from slmkit.store.convert import convert_into_store
+
+    manifest = convert_into_store(ModelStore(), src, to, precision, name=name)
+    console.print(f"stored {manifest.name} ({manifest.format} {manifest.default_variant}, run by "
+                  f"{manifest.notes.get('engine')}): slm run {manifest.name}")

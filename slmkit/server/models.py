@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -178,7 +178,7 @@ class ModelManager:
     def _build(self, name: str, path: Path, manifest: Manifest) -> ServedModel:
         started = time.perf_counter()
         cfg = self.config
-        model = load_model(path, cfg.backend)
+        model = load_model(path, replace(cfg.backend, threads=cfg.threads))  # ortgenai fixes them at load
         try:
             context = cfg.context_length or min(model.info.context_length or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
             runner = model.create_runner(context_length=context, max_sequences=cfg.parallel,

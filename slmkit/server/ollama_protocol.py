@@ -347,11 +347,11 @@ def digest(path: Path) -> str:
 @lru_cache(maxsize=64)
 def read_model_info(path: str, size: int, mtime_ns: int) -> ModelInfo:
     """A GGUF's header through llama.cpp without its weights (~0.1 s); size and mtime key the cache.
-    A Hugging Face folder is described from its config.json and safetensors headers."""
+    A Hugging Face or ONNX Runtime GenAI folder is described from its config and weight headers."""
     if Path(path).is_dir():
-        from slmkit.store.gguf_info import read_hf_summary
+        from slmkit.store.gguf_info import read_summary
 
-        summary = read_hf_summary(path)
+        summary = read_summary(path)
         return ModelInfo(path=Path(path), architecture=summary.architecture, description=summary.name,
                          parameters=summary.parameters, size_bytes=summary.size_bytes,
                          file_type=summary.file_type, context_length=summary.context_length or 0,

@@ -96,3 +96,38 @@ def read_hf_summary(folder: str | Path) -> GGUFSummary:
         context_length=config.get("max_position_embeddings"), chat_template=template, license=license_,
         size_bytes=sum(p.stat().st_size for p in files),
     )
+
+
+def read_onnx_summary(folder: str | Path) -> GGUFSummary:
+    """The same facts for an ONNX Runtime GenAI folder, from genai_config.json and what `slm convert`
+    recorded beside it (ORT GenAI itself is not imported)."""
+    import json
+
+    from slmkit.backends.ortgenai import GENAI_CONFIG, SOURCE_FACTS
+    from slmkit.text.hf_tokenizer import HFTokenizer
+
+    folder = Path(folder)
+    try:
+        model = json.loads((folder / GENAI_CONFIG).read_text(encoding="utf-8")).get("model", {})
+        facts = json.loads((folder / SOURCE_FACTS).read_text()) if (folder / SOURCE_FACTS).is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{folder / GENAI_CONFIG} is unreadable ({exc})") from exc
+    try:
+        template = HFTokenizer(folder).chat_template
+    except Exception:  # noqa: BLE001 - show what we can even if the tokenizer is broken
+        template = None
+    files = [p for p in folder.iterdir() if p.suffix in (".onnx", ".data")]
+    return GGUFSummary(
+        path=folder, architecture=str(model.get("type", "unknown")), name=str(facts.get("architecture", "")),
+        parameters=int(facts.get("parameters", 0)), file_type=f"onnx {facts.get('precision', '?')}",
+        context_length=model.get("context_length"), chat_template=template, license=None,
+        size_bytes=sum(p.stat().st_size for p in files),
+    )
+
+
+def read_summary(path: str | Path) -> GGUFSummary:
+    """Header facts of any stored model: GGUF file, ONNX Runtime GenAI folder or HF folder."""
+    path = Path(path)
+    if path.is_dir():
+        return read_onnx_summary(path) if (path / "genai_config.json").is_file() else read_hf_summary(path)
+    return read_gguf_summary(path)

@@ -109,8 +109,9 @@ class ModelStore:
         reference = check_reference(reference)
         if looks_like_path(reference):
             path = Path(reference).expanduser()
-            if path.is_dir() and not (path / "config.json").is_file():
-                raise ModelNotFoundError(f"{path} is a folder but not a Hugging Face model (no config.json)")
+            if path.is_dir() and not any((path / f).is_file() for f in ("config.json", "genai_config.json")):
+                raise ModelNotFoundError(f"{path} is a folder but neither a Hugging Face model (no config.json) "
+                                         "nor an ONNX Runtime GenAI model (no genai_config.json)")
             if not path.exists():
                 raise ModelNotFoundError(f"no such model file or folder: {path}")
             return ResolvedModel(name=str(path), path=path)
@@ -148,7 +149,7 @@ class ModelStore:
         if not self.models_dir.is_dir():
             return found
         for folder in sorted(self.models_dir.iterdir()):
-            if not (folder / MANIFEST_FILE).is_file():
+            if folder.name.startswith(".") or not (folder / MANIFEST_FILE).is_file():  # .convert-* is work in progress
                 continue
             manifest = Manifest.load(folder)
             for tag in sorted(manifest.variants):

@@ -1,0 +1,420 @@
+"""The engines side by side on one checkpoint: llama.cpp (GGUF q4_k_m, q8_0), ONNX Runtime GenAI
+(int4, fp32) and our torch engine (fp32, bf16), all from `slm convert` of one Hugging Face folder.
+
+Models: SmolLM2-135M as a HF folder (transformers reads the bundled Q4_1 GGUF with ``gguf_file=``,
+dequantized, and saves it), and a random-weight model of Phi-3.5-mini's exact shape (3.8B, written
+shard by shard in bf16 so it never sits in memory whole). Each engine runs in its own process
+(clean RSS, one model in memory at a time): load time, prefill tok/s (a 256-token prompt, time to
+first token), single-stream decode tok/s (greedy, ``(N-1)/(t_total-ttft)``) and peak RSS. The
+ceiling per format: batch-1 decode reads every weight once per token, so tok/s <= read bandwidth /
+weight bytes. Also: four sequences decoded together through our runner (one og.Generator each)
+against ORT GenAI's own batched ``og.Engine``. Writes the `engines` section of BENCHMARKS.md.
+
+    .venv/bin/python benchmarks/engines.py [--threads 1] [--tokens 32] [--no-phi] [--report]
+
+`make bench` runs the SmolLM2 part (minutes). The Phi-sized part takes about half an hour on two
+cores and ~35 GB of disk under ~/.cache/slmkit (bf16 source, the f32 GGUF on the way, GGUFs);
+rows whose engine needs more memory than is free are skipped and say so.
+
+One thread by default: the 2 cores are shared, and llama.cpp with 2 threads on a busy machine
+falls 95 -> 7 tok/s (REFERENCE 8h) while 1 thread holds 51; every engine gets the same count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import cpu_model, today, write_section  # noqa: E402
+
+WORK = Path.home() / ".cache" / "slmkit" / "bench-engines"
+PROMPT_TOKENS = 256
+# (label, convert format, precision, backend, torch dtype)
+ENGINES = [
+    ("llama.cpp q4_k_m", "gguf", "int4", "llamacpp", None),
+    ("llama.cpp q8_0", "gguf", "int8", "llamacpp", None),
+    ("ORT GenAI int4", "onnx", "int4", "ortgenai", None),
+    ("ORT GenAI fp32", "onnx", "fp32", "ortgenai", None),
+    ("torch fp32", None, None, "torch", "float32"),
+    ("torch bf16", None, None, "torch", "bfloat16"),
+]
+PHI35_PARAMETERS = 3.82e9
+# Bytes of RAM per parameter each engine (and, for ONNX, its builder, which loads the whole HF
+# model in fp32) needs, with some headroom: the Phi-sized rows run only when that much is free.
+# The ORT builder loads the checkpoint in its own dtype (bf16 here: 2 bytes) and holds the int4
+# output plus one fp32 tensor at a time beside it.
+MEMORY_PER_PARAMETER = {"llama.cpp q4_k_m": 0.75, "llama.cpp q8_0": 1.2, "ORT GenAI int4": 3.0,
+                        "ORT GenAI fp32": 8.5, "torch fp32": 4.4, "torch bf16": 2.3}
+PHI35_MINI = dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
+                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=131072,
+                  original_max_position_embeddings=4096, bos_token_id=1, eos_token_id=32000, pad_token_id=32000)
+
+
+# -- preparing the models ----------------------------------------------------------------------
+def smollm2_folder() -> Path:
+    folder = WORK / "smollm2-hf"
+    if (folder / "config.json").is_file():
+        return folder
+    import transformers
+
+    from slmkit.store.bundled import locate_smollm2
+
+    gguf = locate_smollm2()
+    print("SmolLM2: transformers reads the bundled GGUF (gguf_file=) and saves a HF folder", flush=True)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers marks a GGUF-read model as quantized and refuses to save it; its weights are
+    # plain dequantized fp32, so a fresh model of the same config takes them and saves.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def phi35_folder() -> Path:
+    """Random weights of Phi-3.5-mini's shape, one safetensors shard per layer (bf16), plus the
+    tiny test tokenizer padded into the real 32064-row vocabulary."""
+    folder = WORK / "phi35-mini-random"
+    if (folder / "model.safetensors.index.json").is_file():
+        return folder
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from hf_fixtures import SPECIALS, train_sentencepiece
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 4096,
+            "short_factor": [1.0 + i / 48 for i in range(48)], "long_factor": [1.0 + i / 4 for i in range(48)]}
+    config = transformers.Phi3Config(**PHI35_MINI, rope_parameters=rope)
+    config.architectures = ["Phi3ForCausalLM"]
+    config.save_pretrained(folder)
+    h, inter, vocab = config.hidden_size, config.intermediate_size, config.vocab_size
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return (torch.randn(*shape, generator=generator) * 0.02).to(torch.bfloat16)
+
+    weight_map = {}
+    shards = [("embed", {"model.embed_tokens.weight": rand(vocab, h)})]
+    for i in range(config.num_hidden_layers):
+        p = f"model.layers.{i}."
+        shards.append((f"layer{i}", {p + "self_attn.qkv_proj.weight": rand(3 * h, h), p + "self_attn.o_proj.weight": rand(h, h),
+                                     p + "mlp.gate_up_proj.weight": rand(2 * inter, h), p + "mlp.down_proj.weight": rand(h, inter),
+                                     p + "input_layernorm.weight": torch.ones(h, dtype=torch.bfloat16),
+                                     p + "post_attention_layernorm.weight": torch.ones(h, dtype=torch.bfloat16)}))
+    shards.append(("head", {"model.norm.weight": torch.ones(h, dtype=torch.bfloat16), "lm_head.weight": rand(vocab, h)}))
+    for n, (name, tensors) in enumerate(shards):
+        file = f"model-{n + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(tensors, str(folder / file), metadata={"format": "pt"})
+        weight_map.update({key: file for key in tensors})
+        print(f"\rwriting random Phi-3.5-mini shards {n + 1}/{len(shards)}", end="", flush=True)
+    print()
+    tokenizer_dir = folder / "tok"
+    train_sentencepiece(tokenizer_dir)
+    tokenizer = transformers.LlamaTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIALS})
+    tokenizer.save_pretrained(folder)
+    (folder / "tokenizer.model").write_bytes((tokenizer_dir / "tokenizer.model").read_bytes())
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return folder
+
+
+def convert_all(store, name: str, folder: Path, engines) -> dict[str, Path]:
+    from slmkit.store.convert import convert_into_store
+
+    paths = {}
+    for label, fmt, precision, _backend, _dtype in engines:
+        if fmt is None:
+            paths[label] = folder
+            continue
+        out = f"{name}-{fmt}-{precision}"
+        if store.manifest(out) is None:
+            started = time.perf_counter()
+            convert_into_store(store, str(folder), fmt, precision, name=out)
+            print(f"converted {name} to {fmt} {precision} in {time.perf_counter() - started:.0f} s", flush=True)
+        paths[label] = store.resolve(out).path
+    return paths
+
+
+def weight_bytes(path: Path, dtype: str | None) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    if (path / "genai_config.json").is_file():
+        return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".onnx", ".data"))
+    from slmkit.store.gguf_info import read_hf_summary
+
+    return read_hf_summary(path).parameters * (4 if dtype == "float32" else 2)
+
+
+def read_bandwidth(nbytes: int = 1 << 29) -> float:
+    """Bytes/s one core reads from memory: the fastest of 5 passes (a numpy sum) over 512 MB, far
+    past the caches. Other work on the shared machine slows single passes, hence the best one."""
+    import numpy as np
+
+    data = np.ones(nbytes // 4, dtype=np.float32)
+    data.sum()
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - started)
+    return nbytes / best
+
+
+# -- one engine, in its own process ------------------------------------------------------------
+def measure(path: str, backend: str, dtype: str | None, threads: int, tokens: int) -> dict:
+    from slmkit import LLM, SamplingParams
+
+    if backend == "ortgenai":
+        import onnxruntime_genai  # noqa: F401 - libraries count in the baseline, not in the model's RSS
+    elif backend == "torch":
+        import torch  # noqa: F401
+    baseline = _rss_mb()
+    started = time.perf_counter()
+    llm = LLM(path, backend=backend, dtype=dtype or "auto", threads=threads, max_sequences=1,
+              context_length=PROMPT_TOKENS + tokens + 8)
+    load = time.perf_counter() - started
+    words = "the quick brown fox jumps over a lazy dog while small models run on laptops " * 64
+    prompt = llm.tokenizer.encode(words, add_special=False)[:PROMPT_TOKENS]
+    first = SamplingParams(max_tokens=1, temperature=0, ignore_eos=True)
+    llm.generate(prompt[:16], first)  # warm up kernels and allocations
+    prefill = []
+    for _ in range(2):
+        t = time.perf_counter()
+        llm.generate(prompt, first)
+        prefill.append(time.perf_counter() - t)
+    out = llm.generate(prompt[:8], SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True))
+    decode = (len(out.token_ids) - 1) / out.timings.decode_seconds
+    peak = _peak_rss_mb()
+    return {"load_s": load, "prefill_tps": PROMPT_TOKENS / min(prefill), "decode_tps": decode, "rss_mb": peak,
+            "model_rss_mb": peak - baseline, "first_ids": out.token_ids[:8]}
+
+
+def _rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM: this process's own peak (getrusage's ru_maxrss survives exec, so a child would
+    report its parent's peak when that was larger)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def batch_vs_og_engine(path: str, threads: int, tokens: int, sequences: int = 4) -> dict:
+    """Our batching engine over one og.Generator per sequence vs ORT GenAI's og.Engine, same prompts."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from engine_helpers import collect_tokens
+
+    from slmkit import LLM, SamplingParams
+
+    llm = LLM(path, threads=threads, max_sequences=sequences, context_length=256)
+    prompts = [llm.tokenizer.encode(f"Write about topic number {i} in detail:", add_special=False) for i in range(sequences)]
+    params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
+    collect_tokens(llm.runner, llm.tokenizer, prompts[:1], SamplingParams(max_tokens=2, temperature=0, ignore_eos=True))
+    for seq_id in range(sequences):  # the warm-up engine left its sequence cached for prefix reuse
+        llm.runner.free(seq_id)
+    t = time.perf_counter()
+    ours = collect_tokens(llm.runner, llm.tokenizer, prompts, params)
+    ours_s = time.perf_counter() - t
+    model = llm.model.og_model
+    engine = og.Engine(model)
+    requests = []
+    for prompt in prompts:
+        request = engine.create_request()
+        turn = og.TurnOptions(request)
+        turn.set_max_generated_tokens(tokens)
+        turn.set_do_sample(False)
+        request.begin_turn(np.asarray(prompt, dtype=np.int32), turn)
+        requests.append(request)
+    buffer = engine.create_event_buffer(256)
+    theirs: dict[int, list[int]] = {}
+    t = time.perf_counter()
+    while engine.has_pending_requests():
+        for event in engine.run(buffer):
+            theirs.setdefault(id(event.request), []).append(int(event.token))
+    og_s = time.perf_counter() - t
+    assert all(len(o) == tokens for o in ours), [len(o) for o in ours]
+    same = sorted(map(tuple, ours)) == sorted(tuple(v[:tokens]) for v in theirs.values())
+    return {"ours_tps": sequences * tokens / ours_s, "og_engine_tps": sequences * tokens / og_s, "same": same}
+
+
+def run_child(*args: str, timeout: int = 1800) -> dict | str:
+    cmd = [sys.executable, __file__, *args]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout} s"
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        return f"failed: {last[:160]}" if done.returncode > 0 else f"killed by signal {-done.returncode} (out of memory?)"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def available_memory() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# -- the whole run -----------------------------------------------------------------------------
+def bench_model(store, name: str, folder: Path, args, bandwidth: float, *, memory_guard: bool):
+    rows = []
+    for engine in ENGINES:
+        if args.only and engine[0] not in args.only:
+            continue
+        label, fmt, precision, backend, dtype = engine
+        if memory_guard:
+            need = MEMORY_PER_PARAMETER[label] * PHI35_PARAMETERS
+            if available_memory() < need:
+                rows.append((label, None, None, f"skipped: needs ~{need / 1e9:.0f} GB, {available_memory() / 1e9:.0f} GB free"))
+                print(rows[-1], flush=True)
+                continue
+        try:
+            path = convert_all(store, name, folder, [engine])[label]
+        except Exception as exc:  # noqa: BLE001 - one failing conversion is a row, not the end of the run
+            rows.append((label, None, None, f"conversion failed: {str(exc)[:160]}"))
+            print(rows[-1], flush=True)
+            continue
+        size = weight_bytes(path, dtype)
+        result = run_child("--measure", str(path), backend, dtype or "auto", str(args.threads), str(args.tokens))
+        rows.append((label, size, bandwidth / size, result))
+        print(label, result, flush=True)
+    return rows
+
+
+RESULTS = WORK / "results.json"
+
+
+def remember(model: str, rows) -> None:
+    """Keep a model's rows; rows of engines not measured this time (--only) stay as they were."""
+    saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if isinstance(rows, list) and isinstance(saved.get(model), list):
+        fresh = {row[0]: row for row in rows}
+        rows = [fresh.pop(row[0], row) for row in saved[model]] + list(fresh.values())
+    RESULTS.write_text(json.dumps(saved, indent=1))
+
+
+def recalled(model: str):
+    saved = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    return saved.get(model)
+
+
+def table(name: str, rows, bandwidth: float) -> list[str]:
+    """One model's rows; the last column compares each engine's first 8 greedy ids with the
+    reference (torch fp32, else the first engine that ran): how far its precision moves the answer."""
+    measured = {label: result for label, _, _, result in rows if isinstance(result, dict)}
+    reference = measured.get("torch fp32") or next(iter(measured.values()), {"first_ids": []})
+    lines = [f"**{name}**", "",
+             "| engine | weights | decode tok/s | ceiling tok/s | of ceiling | prefill tok/s | load s | peak RSS (model) "
+             "| first ids = reference |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, size, _, result in rows:
+        ceiling = bandwidth / size if size else None
+        if isinstance(result, str) or size is None:
+            lines.append(f"| {label} | {'' if size is None else f'{size / 1e6:.0f} MB'} | {result} | | | | | | |")
+            continue
+        ids, ref = result["first_ids"], reference["first_ids"]
+        agree = next((i for i, (a, b) in enumerate(zip(ids, ref)) if a != b), min(len(ids), len(ref)))
+        lines.append(f"| {label} | {size / 1e6:.0f} MB | {result['decode_tps']:.1f} | {ceiling:.1f} | "
+                     f"{result['decode_tps'] / ceiling:.0%} | {result['prefill_tps']:.0f} | {result['load_s']:.2f} | "
+                     f"{result['rss_mb']:.0f} MB ({result['model_rss_mb']:.0f} MB) | {agree}/{len(ref)} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--no-phi", action="store_true", help="SmolLM2 only")
+    parser.add_argument("--phi-only", action="store_true", help="the Phi-sized model only")
+    parser.add_argument("--report", action="store_true", help="rewrite the section from the kept results")
+    parser.add_argument("--only", action="append", metavar="ENGINE",
+                        help="measure only this engine (repeatable, e.g. 'ORT GenAI int4'); kept rows of the others stay")
+    parser.add_argument("--measure", nargs=5, metavar=("PATH", "BACKEND", "DTYPE", "THREADS", "TOKENS"))
+    parser.add_argument("--og-engine", nargs=3, metavar=("PATH", "THREADS", "TOKENS"))
+    args = parser.parse_args()
+    if args.measure:
+        path, backend, dtype, threads, tokens = args.measure
+        print(json.dumps(measure(path, backend, None if dtype == "auto" else dtype, int(threads), int(tokens))))
+        return
+    if args.og_engine:
+        path, threads, tokens = args.og_engine
+        print(json.dumps(batch_vs_og_engine(path, int(threads), int(tokens))))
+        return
+
+    from slmkit.store.store import ModelStore
+
+    store = ModelStore(WORK / "store", progress=True)
+    if args.report:  # the bandwidth measured with the kept rows
+        bandwidth = recalled("bandwidth") or read_bandwidth()
+        sections = table("SmolLM2-135M-Instruct (HF folder from the bundled GGUF)", recalled("smollm2"), bandwidth)
+        if recalled("phi35"):
+            sections += [""] + table("Random Phi-3.5-mini-shaped model (3.8B, bf16 source)", recalled("phi35"), bandwidth)
+        write_report(args, bandwidth, sections, recalled("og-engine"))
+        return
+    bandwidth = recalled("bandwidth") if args.only else None
+    if not bandwidth:
+        bandwidth = read_bandwidth()
+        remember("bandwidth", bandwidth)
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
+    if not args.phi_only:
+        remember("smollm2", bench_model(store, "smollm2", smollm2_folder(), args, bandwidth, memory_guard=False))
+        batching = run_child("--og-engine", str(store.resolve("smollm2-onnx-int4").path), str(args.threads), "32")
+        print("batching", batching, flush=True)
+        remember("og-engine", batching)
+    if not args.no_phi:
+        remember("phi35", bench_model(store, "phi35-random", phi35_folder(), args, bandwidth, memory_guard=True))
+    batching = recalled("og-engine")
+    sections = table("SmolLM2-135M-Instruct (HF folder from the bundled GGUF)", recalled("smollm2"), bandwidth)
+    phi = recalled("phi35")
+    if phi:
+        sections += [""] + table("Random Phi-3.5-mini-shaped model (3.8B, bf16 source)", phi, bandwidth)
+    write_report(args, bandwidth, sections, batching)
+
+
+def write_report(args, bandwidth: float, tables: list[str], batching) -> None:
+    lines = [
+        "## Engines: llama.cpp vs ONNX Runtime GenAI vs torch on one checkpoint (`benchmarks/engines.py`)",
+        "",
+        f"{today()}, {cpu_model()}, {args.threads} threads, greedy, prompt {PROMPT_TOKENS} tokens (prefill), "
+        f"{args.tokens} new tokens (decode, batch 1). Every model comes from `slm convert` of one HF folder; "
+        f"each engine runs in its own process. Ceiling = one core's read bandwidth ({bandwidth / 1e9:.1f} GB/s, best numpy pass over 512 MB) / "
+        "weight bytes: batch-1 decode reads every weight once per token. The machine's 2 cores were shared "
+        "with other work during the run, so absolute numbers are low and noisy; the ratios are the point.",
+        "",
+        *tables,
+        "",
+    ]
+    if isinstance(batching, dict):
+        lines.append(
+            f"Four sequences decoded together (SmolLM2 ORT int4, 32 tokens each): our batching engine over one "
+            f"`og.Generator` per sequence {batching['ours_tps']:.1f} tok/s, ORT GenAI's `og.Engine` "
+            f"{batching['og_engine_tps']:.1f} tok/s (same tokens: {'yes' if batching['same'] else 'no'}).")
+    else:
+        lines.append(f"og.Engine comparison: {batching}")
+    write_section("engines", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
