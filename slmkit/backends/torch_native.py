@@ -55,6 +55,7 @@ class TorchModel:
         else:
             raise ModelLoadError(f"model not found: {self.path}")
         self.model.eval()
+        self.vision = self._vision_encoder()
         self.load_seconds = time.perf_counter() - started
         parameters = sum(p.numel() for p in self.model.parameters())
         size = sum(f.stat().st_size for f in self.path.glob("*.safetensors")) if self.path.is_dir() \
@@ -66,8 +67,23 @@ class TorchModel:
                         f"on {self.device} (torch)",
             parameters=parameters, size_bytes=size, file_type=str(torch_dtype).removeprefix("torch."),
             context_length=cfg.max_position_embeddings, chat_template=template,
-            metadata={"backend": "torch", "model_type": cfg.model_type},
+            metadata={"backend": "torch", "model_type": cfg.model_type, "vision": self.vision is not None},
         )
+
+    def _vision_encoder(self):
+        """The image side of a vision model (`VisionEncoder`); None for a text-only one."""
+        if not hasattr(self.model, "encode_image"):
+            return None
+        from slmkit.text.prompt import encode_prompt
+        from slmkit.vision.inputs import VisionEncoder, read_num_crops
+
+        tokenizer = self.tokenizer
+        # Any id works: its embedding is overwritten. `<|image|>` where the vocabulary has it
+        # (what vLLM uses for Phi-3-vision), so logs of prompt ids read sensibly.
+        placeholder = tokenizer.token_id("<|image|>")
+        return VisionEncoder(self.model, lambda text: encode_prompt(tokenizer, text),
+                             placeholder_id=placeholder if placeholder is not None else 0,
+                             num_crops=read_num_crops(self.path if self.path.is_dir() else self.path.parent))
 
     def _load_folder(self, dtype, progress):
         from slmkit.models.safetensors import load_hf_model

@@ -27,6 +27,11 @@ def _register_optional() -> None:
     except ImportError:
         pass
     try:
+        from slmkit.models.phi3_vision import Phi3VForCausalLM
+        ARCHITECTURES.setdefault("phi3_v", Phi3VForCausalLM)
+    except ImportError:
+        pass
+    try:
         from slmkit.models.phimoe import PhiMoEForCausalLM
         ARCHITECTURES.setdefault("phimoe", PhiMoEForCausalLM)
     except ImportError:

@@ -43,11 +43,16 @@ class PromptFormatter:
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Tokens of a raw prompt: BOS if the model wants it (and the text does not start with it)."""
-        add_special = self.tokenizer.special.add_bos
-        bos = self.tokenizer.special.bos
-        if add_special and bos is not None and prompt.startswith(self.tokenizer.token_text(bos)):
-            add_special = False
-        return self.tokenizer.encode(prompt, add_special=add_special, parse_special=True)
+        return encode_prompt(self.tokenizer, prompt)
 
     def encode_chat(self, messages: Sequence[Message | dict], *, system_prompt: str | None = None) -> list[int]:
         return self.encode_prompt(self.apply_chat_template(messages, system_prompt=system_prompt))
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """Tokens of a raw prompt: BOS if the model wants it (and the text does not start with it)."""
+    add_special = tokenizer.special.add_bos
+    bos = tokenizer.special.bos
+    if add_special and bos is not None and prompt.startswith(tokenizer.token_text(bos)):
+        add_special = False
+    return tokenizer.encode(prompt, add_special=add_special, parse_special=True)
