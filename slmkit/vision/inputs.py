@@ -1,28 +1,20 @@
 """From a prompt with ``<|image_N|>`` tags and the images to token ids plus the image rows that
-replace the placeholder tokens' embeddings: what a vision model's `Generator` or engine request
-takes (`VisionPrompt`)."""
+replace the placeholder tokens' embeddings: the `EncodedPrompt` a vision model's `Generator` or
+engine request takes."""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from slmkit.backends.base import EmbeddingSpan
 from slmkit.errors import InvalidParameterError
+from slmkit.text.prompt import EncodedPrompt
 from slmkit.vision.images import MAX_IMAGES, ImageInput, load_image
 from slmkit.vision.processor import DEFAULT_NUM_CROPS, check_num_crops, preprocess
 from slmkit.vision.prompt import image_token_ids
-
-
-@dataclass
-class VisionPrompt:
-    token_ids: list[int]
-    embeddings: list[EmbeddingSpan] = field(default_factory=list)
-    image_tokens: int = 0  # of len(token_ids), how many are image rows
-    encode_seconds: float = 0.0  # decoding, preprocessing and the vision tower
 
 
 def read_num_crops(folder: Path) -> int:
@@ -56,7 +48,7 @@ class VisionEncoder:
         return self.model.vision.num_image_tokens(rows, cols)
 
     def build(self, text: str, images: Sequence[ImageInput], *, names: Sequence[str] | None = None,
-              num_crops: int | None = None) -> VisionPrompt:
+              num_crops: int | None = None) -> EncodedPrompt:
         """Token ids of ``text`` with each image's rows at its tag; errors name the image."""
         import torch
 
@@ -77,4 +69,4 @@ class VisionEncoder:
                 device = next(self.model.parameters()).device
                 rows = self.model.encode_image(image.pixel_values.to(device), image.rows, image.cols)
                 spans.append(EmbeddingSpan(slot.start, rows))
-        return VisionPrompt(ids, spans, sum(lengths), time.perf_counter() - started)
+        return EncodedPrompt(ids, spans, sum(lengths), time.perf_counter() - started)

@@ -34,27 +34,30 @@ class TaggedMessages:
 
     messages: list[Message]
     images: list[object]  # ImagePart or whatever the caller gave (path, bytes, PIL image)
+    names: list[str]  # what an error calls each image: "messages[1].content[2]", a path, "images[0]"
 
 
 def tag_images(messages: Sequence[Message | dict], extra_images: Sequence[object] = ()) -> TaggedMessages:
     """Image parts become ``<|image_N|>\\n`` where they stand (numbered across the conversation);
     ``extra_images`` continue the numbering, and those whose tag the text does not already hold
     go at the start of the last user message."""
-    tagged, images = [], []
-    for message in (Message.coerce(m) for m in messages):
+    tagged, images, names = [], [], []
+    for i, message in enumerate(Message.coerce(m) for m in messages):
         if isinstance(message.content, str):
             tagged.append(message)
             continue
         pieces = []
-        for part in message.content:
+        for j, part in enumerate(message.content):
             if isinstance(part, ImagePart):
                 images.append(part)
+                names.append(f"messages[{i}].content[{j}]")
                 pieces.append(f"<|image_{len(images)}|>\n")
             elif isinstance(part, TextPart):
                 pieces.append(part.text)
         tagged.append(Message(message.role, "".join(pieces)))
     first_extra = len(images) + 1
     images.extend(extra_images)
+    names.extend(image if isinstance(image, str) else f"images[{k}]" for k, image in enumerate(extra_images))
     written = {int(n) for m in tagged for n in IMAGE_TAG.findall(m.text)}
     missing = "".join(f"<|image_{n}|>\n" for n in range(first_extra, len(images) + 1) if n not in written)
     if missing:
@@ -63,7 +66,7 @@ def tag_images(messages: Sequence[Message | dict], extra_images: Sequence[object
             raise InvalidParameterError("images", "images need a user message to go with")
         last = tagged[users[-1]]
         tagged[users[-1]] = Message(last.role, missing + last.text)
-    return TaggedMessages(tagged, images)
+    return TaggedMessages(tagged, images, names)
 
 
 def image_token_ids(text: str, image_lengths: Sequence[int], encode: Callable[[str], list[int]],
