@@ -41,7 +41,8 @@ class LLM:
     """A local model: store name (``smollm2``, ``smollm2:original``), a path to a ``.gguf`` or a
     Hugging Face folder. ``backend``: ``auto`` (llama.cpp for GGUF, ONNX Runtime GenAI for a
     folder with ``genai_config.json``, torch for HF folders), ``llamacpp``, ``ortgenai`` or
-    ``torch`` (our own PyTorch models; ``dtype`` and ``device`` apply to it). ``search``:
+    ``torch`` (our own PyTorch models; ``dtype``, ``device`` and ``quantize`` — ``int8``
+    weight-only — apply to it). ``search``:
     ``slmkit`` (our sampling over the engine's logits) or, with the ortgenai engine, ``ortgenai``
     (ORT GenAI's own greedy / sampling / repetition penalty / beam search inside its Generator).
 
@@ -72,6 +73,7 @@ class LLM:
         dtype: str = "auto",
         device: str = "auto",
         search: str = "slmkit",
+        quantize: str = "none",
     ):
         started = time.perf_counter()
         if search not in SEARCH_MODES:
@@ -79,7 +81,7 @@ class LLM:
         resolved = (store or ModelStore()).resolve(model)
         self.name = resolved.name
         self.manifest = resolved.manifest
-        options = BackendOptions(backend, dtype, device, threads)
+        options = BackendOptions(backend, dtype, device, threads, quantize)
         self.backend = options.resolve(resolved.path)
         if search == "ortgenai" and self.backend != "ortgenai":
             raise InvalidParameterError("search", f"ORT GenAI's own search needs the ortgenai engine; "

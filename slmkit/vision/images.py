@@ -48,7 +48,10 @@ def decode_image(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS):
         image = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.UnidentifiedImageError:
         raise InvalidParameterError(name, f"is not a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} image") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:  # Pillow's own header check, for the very largest
+        raise InvalidParameterError(name, f"claims over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; the limit "
+                                    f"is {max_pixels / 1e6:.0f} (a decompression bomb, or scale it down)") from None
+    except (OSError, ValueError) as exc:
         raise InvalidParameterError(name, f"cannot be read as an image ({exc})") from None
     width, height = image.size
     if width < 1 or height < 1:
@@ -64,8 +67,11 @@ def decode_image(data: bytes, name: str, *, max_pixels: int = MAX_PIXELS):
 
 
 def load_image(value: ImageInput, name: str, *, max_pixels: int = MAX_PIXELS) -> LoadedImage:
-    """One image from a path, encoded bytes, an `ImagePart` (data URL) or a PIL image."""
+    """One image from a path, encoded bytes, an `ImagePart` (data URL), a PIL image or an image
+    already loaded (kept with its name)."""
     Image = _pil()
+    if isinstance(value, LoadedImage):
+        return value
     if isinstance(value, Image.Image):
         width, height = value.size
         if width * height > max_pixels:

@@ -57,7 +57,8 @@ def tag_images(messages: Sequence[Message | dict], extra_images: Sequence[object
         tagged.append(Message(message.role, "".join(pieces)))
     first_extra = len(images) + 1
     images.extend(extra_images)
-    names.extend(image if isinstance(image, str) else f"images[{k}]" for k, image in enumerate(extra_images))
+    names.extend(image if isinstance(image, str) else getattr(image, "name", None) or f"images[{k}]"
+                 for k, image in enumerate(extra_images))
     written = {int(n) for m in tagged for n in IMAGE_TAG.findall(m.text)}
     missing = "".join(f"<|image_{n}|>\n" for n in range(first_extra, len(images) + 1) if n not in written)
     if missing:
