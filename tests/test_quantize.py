@@ -29,9 +29,10 @@ def test_int8_layer_is_its_dequantized_matmul(shape):
     torch.manual_seed(0)
     linear = torch.nn.Linear(in_features, out_features)
     layer = Int8Linear.from_linear(linear, torch.float32)
-    x = torch.randn(3, 5, in_features)
-    expected = x @ layer.dequantized().T + linear.bias
-    assert (layer(x) - expected).abs().max().item() < 1e-4
+    for rows in (5, 40):  # the int8 kernel, and the dequantized GEMM used for long prefills
+        x = torch.randn(3, rows, in_features)
+        expected = x @ layer.dequantized().T + linear.bias
+        assert (layer(x) - expected).abs().max().item() < 1e-4
     # the quantization itself: within half a step of the float weight, per row
     step = linear.weight.abs().amax(dim=1, keepdim=True) / 127
     assert ((layer.dequantized() - linear.weight).abs() <= step / 2 + 1e-7).all()

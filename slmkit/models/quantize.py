@@ -4,9 +4,12 @@ fused CPU kernel ``aten._weight_int8pack_mm`` (int8 weights, activations in the 
 The kernel needs the input width to be a multiple of 32 (it returns garbage for 40 and crashes for
 33 in torch 2.13): narrower or odd layers stay float (none in the Phi family).
 
-Measured on this project's AVX-512 CPU (benchmarks/vision.py): the kernel is fast with bfloat16
-activations and slow with float32 ones (a 300-row prefill of an 8192x3072 layer: 0.2 s against
-11 s), so an int8 model computes in bfloat16 unless float32 is asked for explicitly.
+Measured on this project's AVX-512 CPU: the kernel is fast with bfloat16 activations and slow with
+float32 ones (a 300-row prefill of an 8192x3072 layer: 0.2 s against 11 s), so an int8 model
+computes in bfloat16 unless float32 is asked for explicitly. For many rows (a prefill) it is still
+slower than bf16 GEMM (400 rows of a 3072x8192 layer: 195 ms against 70 ms), so above
+``GEMM_ROWS`` rows the layer dequantizes its weight to bf16 for that one call and uses GEMM; one
+token per sequence (decoding, where reading the weights is the cost) stays on the int8 kernel.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from torch import nn
 
 KERNEL_MULTIPLE = 32  # in_features the int8 kernel handles correctly
+GEMM_ROWS = 32  # above this many rows, dequantize and use the dense GEMM
 
 
 class Int8Linear(nn.Module):
@@ -41,7 +45,10 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, self.in_features).to(self.scales.dtype).contiguous()
-        out = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scales)
+        if rows.shape[0] > GEMM_ROWS:
+            out = rows @ (self.weight.to(rows.dtype) * self.scales[:, None]).T
+        else:
+            out = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scales)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*shape[:-1], self.out_features)

@@ -40,13 +40,6 @@ class VisionEncoder:
         self.num_crops = num_crops
         self.max_images = max_images
 
-    def image_tokens(self, width: int, height: int, num_crops: int | None = None) -> int:
-        """Prompt tokens one ``width x height`` image takes."""
-        from slmkit.vision.processor import hd_grid
-
-        rows, cols = hd_grid(width, height, num_crops or self.num_crops, self.model.vision.crop_size)
-        return self.model.vision.num_image_tokens(rows, cols)
-
     def build(self, text: str, images: Sequence[ImageInput], *, names: Sequence[str] | None = None,
               num_crops: int | None = None) -> EncodedPrompt:
         """Token ids of ``text`` with each image's rows at its tag; errors name the image."""
@@ -57,16 +50,16 @@ class VisionEncoder:
             raise InvalidParameterError("images", f"{len(images)} images in one request; the limit is "
                                         f"{self.max_images}")
         crops = check_num_crops(num_crops if num_crops is not None else self.num_crops)
-        names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
+        names = list(names) if names is not None else [f"images[{i}]" for i in range(len(images))]
         processed = [preprocess(load_image(image, name).image, name, crops, self.model.vision.crop_size)
                      for image, name in zip(images, names)]
         lengths = [self.model.vision.num_image_tokens(p.rows, p.cols) for p in processed]
         ids, slots = image_token_ids(text, lengths, self.encode, self.placeholder_id)
         spans = []
+        device = next(self.model.parameters()).device
         with torch.inference_mode():
             for slot in slots:
                 image = processed[slot.index]
-                device = next(self.model.parameters()).device
                 rows = self.model.encode_image(image.pixel_values.to(device), image.rows, image.cols)
                 spans.append(EmbeddingSpan(slot.start, rows))
         return EncodedPrompt(ids, spans, sum(lengths), time.perf_counter() - started)
