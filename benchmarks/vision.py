@@ -161,7 +161,8 @@ def ceilings() -> dict:
 
 
 def by_threads(result: dict) -> str:
-    return " / ".join(f"{rate:.2f}" for _, rate in sorted(result["decode_by_threads"].items()))
+    rates = result["decode_by_threads"]
+    return " / ".join(f"{rates[n]:.2f}" if n in rates else "-" for n in ("1", str(result["threads"])))
 
 
 def markdown(results: list[dict], machine: dict) -> str:

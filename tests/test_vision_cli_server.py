@@ -103,6 +103,9 @@ def test_server_openai_azure_and_ollama_images(setup):
                 {"type": "text", "text": QUESTION}]
         reply = client.chat.completions.create(messages=[{"role": "user", "content": pair}], **kwargs)
         assert reply.choices[0].message.content == two.text and reply.usage.prompt_tokens == two.usage.prompt_tokens
+        fewer = client.chat.completions.create(messages=[{"role": "user", "content": content}],
+                                               **dict(kwargs, extra_body={"ignore_eos": True, "num_crops": 1}))
+        assert one.usage.prompt_tokens - fewer.usage.prompt_tokens == 757 - 313  # 2x2 crops -> 1
 
         for url, message in (("https://example.com/cat.png", "does not fetch images"),
                              (data_url(media["notes.png"]), "is not a PNG"),

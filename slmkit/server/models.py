@@ -97,11 +97,11 @@ class ServedModel:
             self.active_requests -= 1
             self.last_used = time.monotonic()
 
-    async def encode_chat(self, messages: list[Message]) -> EncodedPrompt:
+    async def encode_chat(self, messages: list[Message], num_crops: int | None = None) -> EncodedPrompt:
         """Tokens (and image rows) of a conversation; images are decoded and run through the vision
         tower on a worker thread, so the event loop keeps serving meanwhile."""
         if any(m.images for m in messages):
-            return await asyncio.to_thread(self.formatter.encode_with_images, messages)
+            return await asyncio.to_thread(self.formatter.encode_with_images, messages, num_crops=num_crops)
         return EncodedPrompt(self.formatter.encode_chat(messages))
 
     def close(self) -> None:

@@ -61,7 +61,7 @@ async def run_chat(ctx: ServerContext, req: ChatCompletionRequest, request: Requ
         served.check_supported(logprobs=req.logprobs, n=req.n)
         streams = [await served.chat(req.to_messages(), params)]
     else:
-        prompt = await served.encode_chat(req.to_messages())
+        prompt = await served.encode_chat(req.to_messages(), req.num_crops)
         prompt_ids = prompt.token_ids
         limit, limit_name = req.token_limit
         served.check_fits(len(prompt_ids), limit, max_tokens_param=limit_name)
