@@ -120,7 +120,7 @@ def test_video_frames_are_sampled_evenly_and_answered(folders, vlm, text_tokens)
         assert per_frame <= added <= per_frame + 2
         assert three.usage.prompt_tokens - text_tokens == 3 * added
     gif = sample_frames(media["clip.gif"], 5)
-    assert [list(f.image.getdata())[0] for f in gif] != [list(gif[0].image.getdata())[0]] * 5  # frames differ
+    assert len({f.image.getpixel((0, 0)) for f in gif}) > 1  # the frames differ
 
 
 @pytest.mark.parametrize("name, message", [("notes.png", "is not a PNG, JPEG"), ("cut.png", "damaged or truncated"),
