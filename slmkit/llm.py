@@ -5,6 +5,11 @@
     out = llm.generate("The capital of France is", SamplingParams(max_tokens=16, temperature=0))
     for delta in llm.chat([{"role": "user", "content": "Hi"}], stream=True):
         print(delta.text, end="")
+
+A vision model (a Phi-3/3.5-vision folder on the torch engine) also reads images:
+
+    vlm = LLM("path/to/Phi-3.5-vision-instruct")
+    vlm.chat([{"role": "user", "content": "Compare these charts"}], images=["a.png", "b.png"])
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
+from slmkit.backends.base import EmbeddingSpan
 from slmkit.backends.loading import BackendOptions, load_model
 from slmkit.backends.ortgenai_search import SEARCH_MODES
 from slmkit.engine.generator import Generator
@@ -26,15 +32,17 @@ from slmkit.sampling import beam_search, make_constraint
 from slmkit.store.catalog import DEFAULT_MODEL
 from slmkit.store.store import ModelStore
 from slmkit.text import ChatTemplate
-from slmkit.text.prompt import PromptFormatter
+from slmkit.text.prompt import EncodedPrompt, PromptFormatter
 from slmkit.types import Message, RequestOutput, SamplingParams, Timings, Usage
+from slmkit.vision.images import ImageInput
 
 
 class LLM:
     """A local model: store name (``smollm2``, ``smollm2:original``), a path to a ``.gguf`` or a
     Hugging Face folder. ``backend``: ``auto`` (llama.cpp for GGUF, ONNX Runtime GenAI for a
     folder with ``genai_config.json``, torch for HF folders), ``llamacpp``, ``ortgenai`` or
-    ``torch`` (our own PyTorch models; ``dtype`` and ``device`` apply to it). ``search``:
+    ``torch`` (our own PyTorch models; ``dtype``, ``device`` and ``quantize`` — ``int8``
+    weight-only — apply to it). ``search``:
     ``slmkit`` (our sampling over the engine's logits) or, with the ortgenai engine, ``ortgenai``
     (ORT GenAI's own greedy / sampling / repetition penalty / beam search inside its Generator).
 
@@ -65,6 +73,7 @@ class LLM:
         dtype: str = "auto",
         device: str = "auto",
         search: str = "slmkit",
+        quantize: str = "none",
     ):
         started = time.perf_counter()
         if search not in SEARCH_MODES:
@@ -72,7 +81,7 @@ class LLM:
         resolved = (store or ModelStore()).resolve(model)
         self.name = resolved.name
         self.manifest = resolved.manifest
-        options = BackendOptions(backend, dtype, device, threads)
+        options = BackendOptions(backend, dtype, device, threads, quantize)
         self.backend = options.resolve(resolved.path)
         if search == "ortgenai" and self.backend != "ortgenai":
             raise InvalidParameterError("search", f"ORT GenAI's own search needs the ortgenai engine; "
@@ -89,7 +98,7 @@ class LLM:
             self.tokenizer, architecture=self.info.architecture,
             template=self.manifest.template or self.info.chat_template,
             system_prompt=system_prompt if system_prompt is not None else self.manifest.system,
-            model_name=self.name,
+            model_name=self.name, vision=getattr(self.model, "vision", None),
         )
         self.default_params = SamplingParams.from_dict(self.manifest.parameters)
         self._free_seq_ids = list(range(max_sequences - 1, -1, -1))
@@ -119,25 +128,40 @@ class LLM:
         return self.formatter.encode_prompt(prompt)
 
     # -- generation -----------------------------------------------------------------------
+    @property
+    def supports_images(self) -> bool:
+        return self.formatter.vision is not None
+
     def generate(self, prompt: str | Sequence[int], params: SamplingParams | None = None, *,
-                 stream: bool = False) -> RequestOutput | Iterator[RequestOutput]:
-        """Complete a raw prompt (text or token ids). With ``stream=True``, yields deltas."""
+                 stream: bool = False, images: Sequence[ImageInput] = (),
+                 num_crops: int | None = None) -> RequestOutput | Iterator[RequestOutput]:
+        """Complete a raw prompt (text or token ids). With ``stream=True``, yields deltas.
+        A vision model's prompt text holds ``<|image_1|>`` ... tags for ``images``."""
         if isinstance(prompt, str):
-            ids = self.encode_prompt(prompt)
+            encoded = self.formatter.encode_prompt_with_images(prompt, images, num_crops=num_crops)
+        elif images:
+            raise InvalidParameterError("images", "images need a text prompt with <|image_N|> tags, not token ids")
         elif _is_token_ids(prompt):
-            ids = [int(t) for t in prompt]
+            encoded = EncodedPrompt([int(t) for t in prompt])
         else:
             raise InvalidParameterError(
                 "prompt", "must be a string or a list of token ids; for several prompts, call generate once "
                 "per prompt (slm serve batches concurrent requests)")
-        return self._submit(ids, params, stream)
+        return self._submit(encoded, params, stream)
 
     def chat(self, messages: Sequence[Message | dict], params: SamplingParams | None = None, *,
-             stream: bool = False) -> RequestOutput | Iterator[RequestOutput]:
-        """Answer a conversation through the model's chat template."""
+             stream: bool = False, images: Sequence[ImageInput] = (),
+             num_crops: int | None = None) -> RequestOutput | Iterator[RequestOutput]:
+        """Answer a conversation through the model's chat template.
+
+        A vision model reads OpenAI-style image parts in the messages and ``images`` (file paths,
+        encoded bytes, PIL images), which go at the start of the last user message unless its text
+        places them with ``<|image_N|>`` tags (numbered after the image parts). ``num_crops``
+        overrides the model's crops per image (``preprocessor_config.json``; fewer is faster).
+        """
         if not messages:
             raise InvalidParameterError("messages", "at least one message is needed")
-        return self._submit(self.encode_prompt(self.apply_chat_template(messages)), params, stream)
+        return self._submit(self.formatter.encode_with_images(messages, images, num_crops=num_crops), params, stream)
 
     def generator(self, params: SamplingParams | None = None) -> Generator:
         """A token-by-token `Generator` (ONNX Runtime GenAI style) on a free sequence slot."""
@@ -169,31 +193,35 @@ class LLM:
             self.runner.free(seq_id)
             self._free_seq_ids.append(seq_id)
 
-    def _submit(self, prompt_ids: list[int], params: SamplingParams | None, stream: bool):
+    def _submit(self, prompt: EncodedPrompt, params: SamplingParams | None, stream: bool):
         params = params or self.default_params
         if not isinstance(params, SamplingParams):
             raise InvalidParameterError("params", f"must be a SamplingParams, got {type(params).__name__}")
+        prompt_ids = prompt.token_ids
         if not prompt_ids:
             raise InvalidParameterError("prompt", "the prompt is empty")
         check_fits(len(prompt_ids), params.max_tokens, context_length=self.context_length)
         if params.num_beams > 1:
+            if prompt.embeddings:
+                raise InvalidParameterError("num_beams", "beam search does not take images; sample instead")
             results = self._ortgenai_beams(prompt_ids, params) if self.search == "ortgenai" else \
                 self._beam_search(prompt_ids, params)
             return iter(results[:1]) if stream else results[0]
-        deltas = self._stream(prompt_ids, params)
+        deltas = self._stream(prompt_ids, params, prompt.embeddings, prompt.encode_seconds)
         first = next(deltas)  # errors such as a too-long prompt surface here, not mid-iteration
         if stream:
             return _chain(first, deltas)
         return _join([first, *deltas])
 
-    def _stream(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[RequestOutput]:
+    def _stream(self, prompt_ids: list[int], params: SamplingParams, embeddings: Sequence[EmbeddingSpan] = (),
+                encode_seconds: float = 0.0) -> Iterator[RequestOutput]:
         request_id = f"req-{uuid.uuid4().hex[:12]}"
         text = TextStream(self.tokenizer.token_bytes, params.stop)
         end_ids = params.end_token_ids(self.tokenizer.special.end_of_generation)
-        started = time.perf_counter()
+        started = time.perf_counter() - encode_seconds  # the time to first token includes the images
         first_token_at = None
         with self.generator(params) as gen:
-            gen.append_tokens(prompt_ids)
+            gen.append_tokens(prompt_ids, embeddings)
             yield RequestOutput("", [], request_id=request_id)
             while not gen.is_done():
                 token = gen.generate_next_token()

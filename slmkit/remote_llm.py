@@ -22,12 +22,13 @@ from slmkit.types import Message, RequestOutput, SamplingParams
 class RemoteLLM:
     def __init__(self, model: str, *, system_prompt: str | None = None, context_length: int | None = None,
                  threads: int | None = None, backend: str = "auto", dtype: str = "auto", device: str = "auto",
-                 **_ignored):
+                 quantize: str = "none", **_ignored):
         parsed = parse_model_string(model)
         if parsed is None:
             raise InvalidParameterError("model", f"{model!r} is not a provider model string (e.g. github:Phi-3.5-mini-instruct)")
         local_only = (("context_length", context_length, None), ("threads", threads, None),
-                      ("backend", backend, "auto"), ("dtype", dtype, "auto"), ("device", device, "auto"))
+                      ("backend", backend, "auto"), ("dtype", dtype, "auto"), ("device", device, "auto"),
+                      ("quantize", quantize, "none"))
         for name, value, unset in local_only:
             if value != unset:
                 raise InvalidParameterError(name, f"is decided by the provider for {model}; leave it unset")

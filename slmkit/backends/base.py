@@ -8,12 +8,40 @@ prefix, and the batching engine many independent sequences in one `forward` per 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from slmkit import limits
 from slmkit.errors import InvalidParameterError
+
+
+@dataclass
+class EmbeddingSpan:
+    """Input rows that replace the token embeddings at positions ``start .. start + len(rows) - 1``
+    of a sequence: an image's features in a vision model's prompt. ``rows`` is ``[n, hidden]`` in the
+    runner's own array type (a torch tensor for the torch engine)."""
+
+    start: int
+    rows: Any
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.rows)
+
+    def within(self, start: int, end: int) -> "EmbeddingSpan | None":
+        """The part of the span at positions ``start .. end - 1``, or None if they do not overlap."""
+        first, last = max(self.start, start), min(self.end, end)
+        if first >= last:
+            return None
+        if (first, last) == (self.start, self.end):
+            return self
+        return EmbeddingSpan(first, self.rows[first - self.start : last - self.start])
+
+
+def spans_within(spans: Sequence[EmbeddingSpan], start: int, end: int) -> list[EmbeddingSpan]:
+    """The parts of ``spans`` at positions ``start .. end - 1`` (a chunk's, or a rewound prefix's)."""
+    return [part for part in (span.within(start, end) for span in spans) if part is not None]
 
 
 @dataclass
@@ -25,6 +53,9 @@ class Chunk:
     start_pos: int  # position of token_ids[0] in the sequence
     want_logits: bool = True  # logits for the last token of the chunk only
     all_logits: bool = False  # logits for every token of the chunk (scoring text: perplexity, choices)
+    # Spans overlapping this chunk (they may reach past it: a runner uses the overlap only). The torch
+    # runner takes them; vision models run on it only.
+    embeddings: Sequence[EmbeddingSpan] = ()
 
 
 @runtime_checkable

@@ -58,6 +58,7 @@ class BackendOptions:
     dtype: str = "auto"  # torch only: auto, float32, bfloat16, float16
     device: str = "auto"  # torch only: auto, cpu, cuda, cuda:1
     threads: int | None = None  # ortgenai fixes them when the model loads (the others per runner)
+    quantize: str = "none"  # torch only: none, int8 (weight-only)
 
     def resolve(self, path: Path) -> str:
         if self.backend not in BACKENDS:
@@ -91,7 +92,8 @@ def load_model(path: str | Path, options: BackendOptions | None = None, *, progr
     if backend == "torch":
         from slmkit.backends.torch_native import TorchModel
 
-        return TorchModel(path, dtype=options.dtype, device=options.device, progress=progress)
+        return TorchModel(path, dtype=options.dtype, device=options.device, quantize=options.quantize,
+                          progress=progress)
     from slmkit.backends.llamacpp import LlamaCppModel
 
     return LlamaCppModel(path)

@@ -5,6 +5,10 @@ on its own, so a long prefill never pads short decodes to its width. KV lives in
 `KVCache` with one row per sequence. Longrope models (Phi-3/3.5) switch to their long factors
 once a sequence passes ``original_max_position_embeddings``; the cached keys of that sequence
 were rotated with the short factors, so the runner re-prefills them (as transformers does).
+
+A chunk's `EmbeddingSpan`s (image features of a vision model's prompt) replace the token
+embeddings of the positions they cover; the runner keeps them with the token history, so a
+re-prefill, a rewind or a prefix copy treats them like the tokens they stand for.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from slmkit.backends.base import Chunk
+from slmkit.backends.base import Chunk, EmbeddingSpan, spans_within
 from slmkit.errors import ContextLengthError, InvalidParameterError, SlmkitError
 from slmkit.models.cache import ForwardBatch, KVCache
 from slmkit.models.llama import CausalLM
@@ -41,6 +45,7 @@ class TorchRunner:
                              config.head_dim, self.dtype, self.device)
         self._tokens: list[list[int]] = [[] for _ in range(max_sequences)]  # what each KV row holds
         self._long = [False] * max_sequences  # rope regime the cached keys were computed with
+        self._spans: list[list[EmbeddingSpan]] = [[] for _ in range(max_sequences)]  # embedding rows held
 
     # -- Runner protocol ------------------------------------------------------------------
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
@@ -56,12 +61,15 @@ class TorchRunner:
                 rows.update((i, out) for i, out in zip(group, logits) if out is not None)
         for chunk in chunks:
             self._tokens[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
+            self._spans[chunk.seq_id].extend(spans_within(chunk.embeddings, chunk.start_pos,
+                                                          chunk.start_pos + len(chunk.token_ids)))
         if not rows:
             return np.empty((0, self.vocab_size), dtype=np.float32)
         return torch.cat([rows[i] for i in sorted(rows)]).float().cpu().numpy()
 
     def truncate(self, seq_id: int, length: int) -> None:
         del self._tokens[seq_id][max(0, length):]
+        self._spans[seq_id] = spans_within(self._spans[seq_id], 0, length)
 
     def copy_prefix(self, src: int, dst: int, length: int) -> None:
         if length > len(self._tokens[src]):
@@ -71,10 +79,12 @@ class TorchRunner:
                 self.cache.copy(src, dst, length)
         self._tokens[dst] = self._tokens[src][:length]
         self._long[dst] = self._long[src]
+        self._spans[dst] = spans_within(self._spans[src], 0, length)
 
     def free(self, seq_id: int) -> None:
         self._tokens[seq_id] = []
         self._long[seq_id] = False
+        self._spans[seq_id] = []
 
     def sequence_length(self, seq_id: int) -> int:
         return len(self._tokens[seq_id])
@@ -115,7 +125,7 @@ class TorchRunner:
         history = self._tokens[seq_id]
         for start in range(0, len(history), self.max_batch_tokens):
             piece = history[start : start + self.max_batch_tokens]
-            self._run([Chunk(seq_id, piece, start, want_logits=False)])
+            self._run([Chunk(seq_id, piece, start, want_logits=False, embeddings=self._spans[seq_id])])
 
     def _run(self, chunks: list[Chunk]) -> list[torch.Tensor | None]:
         """One padded forward; per chunk, logits ``[rows, vocab]`` of its last token (every token
@@ -128,7 +138,14 @@ class TorchRunner:
         use_long = [self._long[c.seq_id] for c in chunks] if self.rope.kind == "longrope" else None
         batch = ForwardBatch.build([c.start_pos for c in chunks], lengths, [c.seq_id for c in chunks],
                                    self.device, use_long)
-        hidden = self.model.hidden(ids.to(self.device), batch, self.cache)
+        ids = ids.to(self.device)
+        embeds = None
+        if any(c.embeddings for c in chunks):
+            embeds = self.model.model.embed_tokens(ids)
+            for row, chunk in enumerate(chunks):
+                for span in spans_within(chunk.embeddings, chunk.start_pos, chunk.start_pos + lengths[row]):
+                    embeds[row, span.start - chunk.start_pos : span.end - chunk.start_pos] = span.rows.to(embeds.dtype)
+        hidden = self.model.hidden(ids, batch, self.cache, inputs_embeds=embeds)
         # One LM-head matmul for all wanted rows: the head is often the largest weight (49k x 576
         # for SmolLM2), and reading it once per chunk would cost a whole extra pass each time.
         spans, rows = [], []
@@ -144,3 +161,4 @@ class TorchRunner:
         logits = self.model.logits(torch.cat(rows)).split([n for _, n in spans if n])
         pieces = iter(logits)
         return [next(pieces) if n else None for _, n in spans]
+

@@ -24,17 +24,28 @@ def run(
     logit_bias: opt.LogitBias = None, num_beams: opt.NumBeams = None, length_penalty: opt.LengthPenalty = None,
     ignore_eos: opt.IgnoreEos = False, context_length: opt.ContextLength = None, threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
-    verbose: opt.Verbose = False,
+    quantize: opt.Quantize = "none",
+    verbose: opt.Verbose = False, image: opt.Images = None, video: opt.Video = None, frames: opt.Frames = 8,
+    num_crops: opt.NumCrops = None,
     speak: Annotated[bool, typer.Option("--speak", help="Read each answer aloud (eSpeak NG, offline).")] = False,
 ):
     """Chat with a model: one PROMPT, lines piped on stdin, or an interactive REPL."""
     from slmkit.cli.session import ChatSession, repl
+    from slmkit.vision.images import load_image
+    from slmkit.vision.video import sample_frames
+
+    # decoded (and checked) before the model loads: a bad file is one line, at once
+    media = [load_image(path, path) for path in image or []]
+    if video is not None:
+        media += sample_frames(video, frames)
 
     flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
                               num_beams, length_penalty, ignore_eos)
-    llm = load_llm(model, context_length, threads, system, backend, dtype, device)
-    session = ChatSession(llm, flags.apply(llm.default_params), verbose=verbose, system=llm.system_prompt)
+    llm = load_llm(model, context_length, threads, system, backend, dtype, device, quantize)
+    session = ChatSession(llm, flags.apply(llm.default_params), verbose=verbose, system=llm.system_prompt,
+                          num_crops=num_crops)
+    session.attach(media)
     llm.system_prompt = None  # the session adds its own system message (changeable with /system)
     if speak:
         from slmkit.cli.tasks import answer_speaker
@@ -59,6 +70,7 @@ def generate(
     logit_bias: opt.LogitBias = None, num_beams: opt.NumBeams = None, length_penalty: opt.LengthPenalty = None,
     ignore_eos: opt.IgnoreEos = False, context_length: opt.ContextLength = None, threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
+    quantize: opt.Quantize = "none",
     verbose: opt.Verbose = False,
 ):
     """Complete raw text (no chat template), streaming."""
@@ -67,7 +79,7 @@ def generate(
     flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
                               num_beams, length_penalty, ignore_eos)
-    llm = load_llm(model, context_length, threads, None, backend, dtype, device)
+    llm = load_llm(model, context_length, threads, None, backend, dtype, device, quantize)
     params = flags.apply(llm.default_params)
     result = print_stream(llm.generate(prompt, params, stream=True), sys.stdout)
     if verbose:

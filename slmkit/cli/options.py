@@ -31,8 +31,14 @@ IgnoreEos = Annotated[bool, typer.Option("--ignore-eos", help="Keep generating p
 ContextLength = Annotated[Optional[int], typer.Option(help="KV cache size in tokens (default: model's, max 8192).", rich_help_panel=_M)]
 Backend = Annotated[str, typer.Option(help="Engine: auto (llama.cpp for GGUF, ONNX Runtime GenAI for ONNX folders, torch for HF folders), llamacpp, ortgenai or torch.", rich_help_panel=_M)]
 Dtype = Annotated[str, typer.Option(help="torch engine weights: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.", rich_help_panel=_M)]
+Quantize = Annotated[str, typer.Option(help="torch engine weights: none, or int8 (weight-only, per channel; computes in bfloat16 unless --dtype says otherwise).", rich_help_panel=_M)]
 Device = Annotated[str, typer.Option(help="torch engine device: auto, cpu, cuda, cuda:N.", rich_help_panel=_M)]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: cores available).", rich_help_panel=_M)]
+_V = "Images (vision models)"
+Images = Annotated[Optional[list[str]], typer.Option("--image", help="An image file for a vision model (repeatable); in the REPL also /image PATH.", rich_help_panel=_V)]
+Video = Annotated[Optional[str], typer.Option("--video", help="A video file (GIF, MP4, ...): --frames frames of it go to a vision model as images.", rich_help_panel=_V)]
+Frames = Annotated[int, typer.Option("--frames", help="How many frames --video gives, sampled evenly.", rich_help_panel=_V)]
+NumCrops = Annotated[Optional[int], typer.Option("--num-crops", help="Crops per image (default: the model's preprocessor_config.json; Phi-3.5 advises 4 for many frames).", rich_help_panel=_V)]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print load time, TTFT, prompt and decode tokens/s.")]
 
 

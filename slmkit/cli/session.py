@@ -8,14 +8,16 @@ from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
 from slmkit.cli.options import parse_setting
-from slmkit.errors import SlmkitError
+from slmkit.errors import InvalidParameterError, SlmkitError
 from slmkit.llm import LLM
 from slmkit.types import Message, RequestOutput, SamplingParams
+from slmkit.vision.images import LoadedImage, load_image
 
 HELP = """Commands:
   /set NAME VALUE   change a sampling parameter (/set temperature 0.2, /set max_tokens 64)
   /set              show the current parameters
   /system TEXT      set the system prompt (and clear the conversation)
+  /image PATH       add an image to your next message (vision models)
   /clear            forget the conversation
   /bye              leave (Ctrl-D works too)
   /?                this help
@@ -72,13 +74,32 @@ class ChatSession:
     system: str | None = None
     history: list[Message] = field(default_factory=list)
     on_answer: Callable[[str], None] | None = None  # e.g. read the answer aloud (slm run --speak)
+    num_crops: int | None = None
+    images: list[LoadedImage] = field(default_factory=list)  # every image of the conversation
+    pending: list[LoadedImage] = field(default_factory=list)  # images for the next message
+
+    def attach(self, images: list[LoadedImage]) -> None:
+        """Images that go with the next message (``--image``, ``--video``, ``/image``)."""
+        self.pending += images
 
     def messages(self, user_text: str) -> list[Message]:
         system = [Message("system", self.system)] if self.system else []
         return system + self.history + [Message("user", user_text)]
 
     def ask(self, user_text: str, out: TextIO, err: TextIO) -> None:
-        result = print_stream(self.llm.chat(self.messages(user_text), self.params, stream=True), out)
+        # Each message's images are tagged in its text, numbered across the conversation, so later
+        # turns still see them.
+        first = len(self.images) + 1
+        tags = "".join(f"<|image_{n}|>\n" for n in range(first, first + len(self.pending)))
+        user_text = tags + user_text
+        images = self.images + self.pending
+        try:
+            deltas = self.llm.chat(self.messages(user_text), self.params, stream=True, images=images,
+                                   num_crops=self.num_crops)
+        finally:  # a refused image is not offered again with every later message
+            self.pending = []
+        self.images = images
+        result = print_stream(deltas, out)
         self.history += [Message("user", user_text), Message("assistant", result.text)]
         if self.on_answer:
             self.on_answer(result.text)
@@ -92,11 +113,16 @@ class ChatSession:
         if name in ("/bye", "/exit", "/quit"):
             return False
         if name == "/clear":
-            self.history.clear()
+            self.forget()
             out.write("Cleared the conversation.\n")
+        elif name == "/image":
+            if not rest:
+                raise InvalidParameterError("/image", "give the image's path: /image photo.png")
+            self.attach([load_image(rest, rest)])
+            out.write(f"Added {rest}: it goes with your next message.\n")
         elif name == "/system":
             self.system = rest or None
-            self.history.clear()
+            self.forget()
             out.write("Set the system prompt.\n" if rest else "Cleared the system prompt.\n")
         elif name == "/set" and not rest:
             for key, value in self.params.to_dict().items():
@@ -110,6 +136,10 @@ class ChatSession:
         else:
             out.write(f"Unknown command {name!r}. Type /? for help.\n")
         return True
+
+    def forget(self) -> None:
+        self.history.clear()
+        self.images, self.pending = [], []
 
 
 def _read_lines(interactive: bool) -> Iterator[str]:

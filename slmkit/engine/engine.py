@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from slmkit.backends.base import Chunk, Runner, Tokenizer
+from slmkit.backends.base import Chunk, EmbeddingSpan, Runner, Tokenizer, spans_within
 from slmkit.engine.scheduler import KvOp, Scheduler, SchedulerConfig
 from slmkit.engine.sequence import Sequence, check_prompt_tokens
 from slmkit.engine.text_stream import TextStream
@@ -33,6 +33,7 @@ class Request:
     prompt_ids: list[int]
     params: SamplingParams
     request_id: str = field(default_factory=lambda: f"req-{uuid.uuid4().hex[:16]}")
+    embeddings: list[EmbeddingSpan] = field(default_factory=list)  # image rows of a vision prompt
 
 
 @dataclass(eq=False)
@@ -85,7 +86,7 @@ class Engine:
         self.validate(request)
         context = self.runner.context_length
         max_length = context if params.max_tokens is None else min(context, len(ids) + params.max_tokens)
-        seq = Sequence(request.request_id, list(ids), params)
+        seq = Sequence(request.request_id, list(ids), params, embeddings=list(request.embeddings))
         try:
             sampler = Sampler(params, self.runner.vocab_size, make_constraint(self.tokenizer, params))
             text = TextStream(self.tokenizer.token_bytes, params.stop)
@@ -130,7 +131,8 @@ class Engine:
         if not plan.chunks:
             return 0
         # Chunks capture start and want_logits before num_computed moves on below.
-        chunks = [Chunk(c.seq.seq_id, c.seq.tokens[c.start : c.start + c.num_tokens], c.start, c.wants_logits)
+        chunks = [Chunk(c.seq.seq_id, c.seq.tokens[c.start : c.start + c.num_tokens], c.start, c.wants_logits,
+                        embeddings=spans_within(c.seq.embeddings, c.start, c.start + c.num_tokens))
                   for c in plan.chunks]
         forward_at = time.perf_counter()
         try:

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from slmkit.backends.base import Chunk, Runner
+from slmkit.backends.base import Chunk, EmbeddingSpan, Runner, spans_within
 from slmkit.engine.sequence import check_prompt_tokens
 from slmkit.errors import InvalidParameterError, InvalidRequestError
 from slmkit.sampling import Sampler
@@ -47,6 +47,7 @@ class Generator:
         self._sampler = Sampler(params, runner.vocab_size, constraint)
         self._on_close = on_close
         self._tokens: list[int] = []
+        self._embeddings: list[EmbeddingSpan] = []  # image rows, at absolute positions
         self._n_cached = 0  # tokens whose KV the runner holds
         self._prompt_len = 0  # tokens before generation began (penalties count the rest)
         self._logits: np.ndarray | None = None  # predicts the token at position len(_tokens)
@@ -56,12 +57,15 @@ class Generator:
         runner.free(seq_id)
 
     # -- feeding ---------------------------------------------------------------------------
-    def append_tokens(self, token_ids: Sequence[int]) -> None:
-        """Add prompt tokens (a first prompt, or the next user turn); generation resumes after."""
+    def append_tokens(self, token_ids: Sequence[int], embeddings: Sequence[EmbeddingSpan] = ()) -> None:
+        """Add prompt tokens (a first prompt, or the next user turn); generation resumes after.
+        ``embeddings`` (positions relative to ``token_ids``) replace those tokens' embeddings: the
+        image features of a vision prompt."""
         self._check_open()
         ids = [int(t) for t in token_ids]
         check_prompt_tokens(ids, vocab_size=self.runner.vocab_size,
                             context_length=self.runner.context_length, already=len(self._tokens))
+        self._embeddings.extend(EmbeddingSpan(len(self._tokens) + span.start, span.rows) for span in embeddings)
         self._tokens.extend(ids)
         self._prompt_len = len(self._tokens)
         self._logits = None
@@ -79,7 +83,8 @@ class Generator:
         while self._n_cached < len(self._tokens):
             chunk = self._tokens[self._n_cached : self._n_cached + step]
             last = self._n_cached + len(chunk) == len(self._tokens)
-            out = self.runner.forward([Chunk(self.seq_id, chunk, self._n_cached, want_logits=last)])
+            spans = spans_within(self._embeddings, self._n_cached, self._n_cached + len(chunk))
+            out = self.runner.forward([Chunk(self.seq_id, chunk, self._n_cached, want_logits=last, embeddings=spans)])
             self._n_cached += len(chunk)
             if last:
                 logits = out[0]
@@ -140,6 +145,7 @@ class Generator:
                 "length", f"must be between 0 and {len(self._tokens)} (the tokens so far), got {length}"
             )
         del self._tokens[length:]
+        self._embeddings = spans_within(self._embeddings, 0, length)
         if self._n_cached > length:
             self.runner.truncate(self.seq_id, length)
             self._n_cached = length

@@ -116,7 +116,8 @@ class Scheduler:
         if slot is None:
             return None
         self._free_slots.add(slot)
-        if keep_cache and self.config.prefix_caching and seq.num_computed > 0:
+        # a sequence with images is not kept: its cached tokens would match other images' placeholders
+        if keep_cache and self.config.prefix_caching and seq.num_computed > 0 and not seq.embeddings:
             self._cached[slot] = _CachedPrefix(seq.tokens[: seq.num_computed], self._tick())
             return None
         return slot
@@ -180,7 +181,7 @@ class Scheduler:
 
     def _choose_slot(self, seq: Sequence) -> tuple[int, int, int | None]:
         """(slot, tokens reused, slot to copy them from or None) for a waiting sequence."""
-        limit = len(seq.tokens) - 1  # the last token is always computed: it gives the logits
+        limit = min(len(seq.tokens) - 1, seq.shareable_length)  # the last token gives the logits
         best_slot, best = None, 0
         if self.config.prefix_caching:
             for slot, cached in self._cached.items():
@@ -189,7 +190,8 @@ class Scheduler:
                     best_slot, best = slot, n
             donor, donated = None, 0
             for other in self.running:
-                n = common_prefix_length(other.tokens[: other.num_computed], seq.tokens, limit)
+                n = common_prefix_length(other.tokens[: min(other.num_computed, other.shareable_length)],
+                                         seq.tokens, limit)
                 if n > donated:
                     donor, donated = other, n
             if donor is not None and donated >= max(best + 1, self.config.min_prefix_copy):

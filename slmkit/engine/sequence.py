@@ -6,6 +6,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+from slmkit.backends.base import EmbeddingSpan
 from slmkit.errors import ContextLengthError, InvalidParameterError
 from slmkit.types import FinishReason, SamplingParams
 
@@ -68,6 +69,7 @@ class Sequence:
     arrival: float = field(default_factory=time.monotonic)
     preemptions: int = 0
     num_cached: int = 0  # prompt tokens taken from the prefix cache at admission
+    embeddings: list[EmbeddingSpan] = field(default_factory=list)  # image rows of a vision prompt
 
     def __post_init__(self) -> None:
         if not self.tokens:
@@ -84,6 +86,12 @@ class Sequence:
     @property
     def num_uncomputed(self) -> int:
         return len(self.tokens) - self.num_computed
+
+    @property
+    def shareable_length(self) -> int:
+        """How many leading tokens another sequence may share KV with: those before the first
+        image, since equal placeholder ids can stand for different images."""
+        return min((span.start for span in self.embeddings), default=len(self.tokens))
 
     @property
     def finished(self) -> bool:

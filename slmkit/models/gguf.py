@@ -122,12 +122,15 @@ def read_gguf(path: str | Path, *, progress: bool = True) -> tuple[dict[str, Any
     return meta, config, tensors
 
 
-def load_gguf_model(path: str | Path, dtype: torch.dtype, device="cpu", *, progress: bool = True):
+def load_gguf_model(path: str | Path, dtype: torch.dtype, device="cpu", *, progress: bool = True,
+                    quantize: str = "none"):
     """Our model with the GGUF's weights (its HF-style config stays in ``model.config.raw``)."""
     from slmkit.models.registry import build_model, gguf_state_dict, load_weights
 
     _, config, tensors = read_gguf(path, progress=progress)
-    model = build_model(config, dtype, device, weight_elements=sum(t.size for t in tensors.values()), source=str(path))
+    model = build_model(config, dtype, device, weight_elements=sum(t.size for t in tensors.values()), source=str(path),
+                        empty=True, quantize=quantize)
     state = gguf_state_dict(model.config, tensors)
-    load_weights(model, {k: torch.from_numpy(v) for k, v in state.items()}, str(path))
+    load_weights(model, {k: torch.from_numpy(v) for k, v in state.items()}, str(path), device=device,
+                 quantize=quantize)
     return model

@@ -80,8 +80,9 @@ class DecoderBody(nn.Module):
         self.norm = norm
         self.rotary_emb = RotaryEmbedding(config.rope)
 
-    def forward(self, input_ids: torch.Tensor, batch: ForwardBatch, cache: KVCache) -> torch.Tensor:
-        x = self.embed_tokens(input_ids)
+    def forward(self, input_ids: torch.Tensor, batch: ForwardBatch, cache: KVCache,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         cos, sin = self.rotary_emb(batch.positions, batch.use_long_rope, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, batch, cache)
@@ -99,8 +100,11 @@ class CausalLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
-    def hidden(self, input_ids: torch.Tensor, batch: ForwardBatch, cache: KVCache) -> torch.Tensor:
-        return self.model(input_ids, batch, cache)
+    def hidden(self, input_ids: torch.Tensor, batch: ForwardBatch, cache: KVCache,
+               inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states ``[B, T, hidden]``; ``inputs_embeds`` (``[B, T, hidden]``) replaces the
+        token embeddings when given (image features in a vision prompt)."""
+        return self.model(input_ids, batch, cache, inputs_embeds)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)

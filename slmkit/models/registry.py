@@ -12,6 +12,7 @@ from slmkit.errors import ModelLoadError
 from slmkit.models.budget import check_allocation, check_matches_weights
 from slmkit.models.config import ModelConfig
 from slmkit.models.llama import CausalLM, LlamaForCausalLM
+from slmkit.models.rope import RotaryEmbedding
 
 # model_type -> (our registry key, class). Mistral and Qwen2-style configs that are plain Llama
 # decoders are left out until a test covers them.
@@ -24,6 +25,11 @@ def _register_optional() -> None:
     try:
         from slmkit.models.phi3 import Phi3ForCausalLM
         ARCHITECTURES.setdefault("phi3", Phi3ForCausalLM)
+    except ImportError:
+        pass
+    try:
+        from slmkit.models.phi3_vision import Phi3VForCausalLM
+        ARCHITECTURES.setdefault("phi3_v", Phi3VForCausalLM)
     except ImportError:
         pass
     try:
@@ -61,11 +67,14 @@ def checkpoint_state_dict(config: ModelConfig, state: dict[str, torch.Tensor]) -
 
 
 def build_model(config: dict[str, Any], dtype: torch.dtype, device: str | torch.device = "cpu", *,
-                weight_elements: int | None = None, source: str = "the model") -> CausalLM:
-    """An uninitialised-weights model of the right class (weights are loaded afterwards).
+                weight_elements: int | None = None, source: str = "the model", empty: bool = False,
+                quantize: str = "none") -> CausalLM:
+    """A model of the right class with random weights, or with none (``empty``: on the meta
+    device, so nothing is allocated until `load_weights` puts the checkpoint's tensors in).
 
     Refused before anything is allocated when the config implies more parameters than
-    ``weight_elements`` (the tensors on disk) or more bytes than the device has free."""
+    ``weight_elements`` (the tensors on disk) or more bytes than the device has free (int8
+    weights, ``quantize="int8"``, count one byte each)."""
     model_type = model_type_of(config)
     try:
         parsed = ModelConfig.from_hf(config, model_type)
@@ -74,14 +83,20 @@ def build_model(config: dict[str, Any], dtype: torch.dtype, device: str | torch.
     parameters = parsed.parameter_count()
     if weight_elements is not None:
         check_matches_weights(parameters, weight_elements, source)
-    check_allocation(parameters * dtype.itemsize, f"{source} ({parameters:,} parameters in {dtype})", str(device))
-    with torch.device(device):
+    itemsize = 1 if quantize == "int8" else dtype.itemsize
+    check_allocation(parameters * itemsize, f"{source} ({parameters:,} parameters in {dtype})", str(device))
+    with torch.device("meta" if empty else device):
         model = ARCHITECTURES[model_type](parsed)
     return model.to(dtype)
 
 
-def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy weights in, converting dtype; any missing or unexpected tensor is a load error."""
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, *,
+                 device: str | torch.device = "cpu", quantize: str = "none") -> None:
+    """Put the weights in, converting dtype; any missing or unexpected tensor is a load error.
+
+    Tensors are taken out of ``state`` one by one, and with ``quantize="int8"`` each linear layer
+    becomes int8 as soon as its weights are in: the float model never exists whole, so loading
+    peaks near the checkpoint's size rather than checkpoint plus float model."""
     expected = {k for k in model.state_dict() if "rotary_emb" not in k}
     if model.config.tie_word_embeddings:
         expected.discard("lm_head.weight")
@@ -91,12 +106,38 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
     if missing or unexpected:
         raise ModelLoadError(f"{source}: weights do not match the {model.config.model_type} architecture "
                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    params = dict(model.named_parameters())
-    params.update(dict(model.named_buffers()))
+    from slmkit.models.quantize import KERNEL_MULTIPLE, quantize_linear_in
+
+    modules = dict(model.named_modules())
+    parents = {f"{prefix}.{name}" if prefix else name: (module, name)
+               for prefix, module in model.named_modules() for name, _ in module.named_children()}
+    tied_head = model.lm_head if model.config.tie_word_embeddings else None  # stays float: lookups need it
     with torch.no_grad():
-        for name, value in state.items():
-            target = params[name]
+        for name in sorted(state):
+            value = state.pop(name)
+            owner_name, _, attr = name.rpartition(".")
+            owner = modules[owner_name]
+            target = getattr(owner, attr)
             if tuple(target.shape) != tuple(value.shape):
                 raise ModelLoadError(f"{source}: {name} has shape {tuple(value.shape)}, "
                                      f"the config says {tuple(target.shape)}")
-            target.copy_(value.to(target.dtype))
+            tensor = value.to(device=device, dtype=target.dtype)
+            if attr in owner._parameters:
+                owner._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=False)
+            else:
+                owner._buffers[attr] = tensor
+            if (quantize == "int8" and isinstance(owner, torch.nn.Linear) and owner is not tied_head
+                    and owner.in_features % KERNEL_MULTIPLE == 0 and not any(p.is_meta for p in owner.parameters())):
+                parent, child = parents[owner_name]
+                quantize_linear_in(parent, child, target.dtype)
+                modules[owner_name] = getattr(parent, child)
+    if model.config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    if quantize == "int8":  # layers whose bias or weight came last, and float layers kept on purpose
+        from slmkit.models.quantize import quantize_model
+
+        quantize_model(model, next(p.dtype for p in model.parameters() if p.is_floating_point()))
+    for module in model.modules():
+        if isinstance(module, RotaryEmbedding):
+            module.materialize(device)
+

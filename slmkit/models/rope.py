@@ -75,11 +75,17 @@ class RotaryEmbedding(torch.nn.Module):
     def __init__(self, config: RopeConfig):
         super().__init__()
         self.config = config
-        exponents = torch.arange(0, config.dim, 2, dtype=torch.int64).float() / config.dim
+        self.materialize()
+
+    def materialize(self, device: torch.device | str | None = None) -> None:
+        """(Re)compute the frequency buffers, on ``device`` (default: the current default device);
+        a model built on the meta device gets real ones this way once its weights are in."""
+        config = self.config
+        exponents = torch.arange(0, config.dim, 2, dtype=torch.int64, device=device).float() / config.dim
         base = config.theta ** exponents
         if config.kind == "longrope":
-            short = 1.0 / (torch.tensor(config.short_factor, dtype=torch.float32) * base)
-            long = 1.0 / (torch.tensor(config.long_factor, dtype=torch.float32) * base)
+            short = 1.0 / (torch.tensor(config.short_factor, dtype=torch.float32, device=device) * base)
+            long = 1.0 / (torch.tensor(config.long_factor, dtype=torch.float32, device=device) * base)
         else:
             short = long = self._scaled(1.0 / base)
         self.register_buffer("short_inv_freq", short, persistent=False)

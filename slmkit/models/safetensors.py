@@ -70,8 +70,10 @@ def weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def load_hf_model(folder: str | Path, dtype: torch.dtype, device="cpu", *, progress: bool = True):
-    """Our model with the folder's weights (its config.json stays in ``model.config.raw``)."""
+def load_hf_model(folder: str | Path, dtype: torch.dtype, device="cpu", *, progress: bool = True,
+                  quantize: str = "none"):
+    """Our model with the folder's weights (its config.json stays in ``model.config.raw``);
+    ``quantize="int8"``: weight-only int8 linear layers (slmkit/models/quantize.py)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -81,7 +83,8 @@ def load_hf_model(folder: str | Path, dtype: torch.dtype, device="cpu", *, progr
     config = read_config(folder)
     model_type_of(config)  # an architecture we cannot run says so before any missing weights do
     files = weight_files(folder)
-    model = build_model(config, dtype, device, weight_elements=sum(n for n, _ in tensor_sizes(files).values()), source=str(folder))
+    model = build_model(config, dtype, device, weight_elements=sum(n for n, _ in tensor_sizes(files).values()),
+                        source=str(folder), empty=True, quantize=quantize)
     state: dict[str, torch.Tensor] = {}
     with progress_bar(f"loading {folder.name}", len(files), enabled=progress) as update:
         for i, path in enumerate(files):
@@ -90,5 +93,5 @@ def load_hf_model(folder: str | Path, dtype: torch.dtype, device="cpu", *, progr
             except (SafetensorError, OSError) as exc:
                 raise ModelLoadError(f"cannot read {path}: {exc}") from exc
             update(i + 1)
-    load_weights(model, checkpoint_state_dict(model.config, state), str(folder))
+    load_weights(model, checkpoint_state_dict(model.config, state), str(folder), device=device, quantize=quantize)
     return model

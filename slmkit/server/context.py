@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 from slmkit import __version__
+from slmkit.backends.base import EmbeddingSpan
 from slmkit.errors import ModelNotFoundError
 from slmkit.server.config import ServerConfig
 from slmkit.server.generation import stream_tokens
@@ -24,8 +25,9 @@ class ServerContext:
     _embedder: object | None = None
     _embedder_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def stream(self, served: ServedModel, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
-        return stream_tokens(served, prompt_ids, params, metrics=self.metrics,
+    def stream(self, served: ServedModel, prompt_ids: list[int], params: SamplingParams,
+               embeddings: Sequence[EmbeddingSpan] = ()) -> AsyncIterator[RequestOutput]:
+        return stream_tokens(served, prompt_ids, params, metrics=self.metrics, embeddings=embeddings,
                              timeout=self.config.request_timeout, max_queue=self.config.max_queue)
 
     # -- embeddings -----------------------------------------------------------------------

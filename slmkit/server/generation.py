@@ -6,8 +6,9 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
+from slmkit.backends.base import EmbeddingSpan
 from slmkit.errors import RequestTimeoutError
 from slmkit.server.metrics import Metrics
 from slmkit.server.models import ServedModel
@@ -19,13 +20,13 @@ def new_id(prefix: str) -> str:
 
 
 async def stream_tokens(served: ServedModel, prompt_ids: list[int], params: SamplingParams, *,
-                        metrics: Metrics, timeout: float, max_queue: int,
-                        request_id: str | None = None) -> AsyncIterator[RequestOutput]:
+                        metrics: Metrics, timeout: float, max_queue: int, request_id: str | None = None,
+                        embeddings: Sequence[EmbeddingSpan] = ()) -> AsyncIterator[RequestOutput]:
     """Deltas of one completion. Leaving early (disconnect, error) aborts it at once; running
     past `timeout` seconds aborts it and raises `RequestTimeoutError`."""
     started = time.perf_counter()
     deadline = started + timeout
-    gen = served.generate(prompt_ids, params, request_id or new_id("req"), max_queue)
+    gen = served.generate(prompt_ids, params, request_id or new_id("req"), max_queue, embeddings)
     last = None
     try:
         while True:

@@ -12,8 +12,9 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
+from slmkit.backends.base import EmbeddingSpan
 from slmkit.backends.llamacpp import ModelInfo
 from slmkit.backends.loading import load_model
 from slmkit.engine.async_engine import AsyncEngine
@@ -25,8 +26,8 @@ from slmkit.server.config import ServerConfig
 from slmkit.server.remote import RemoteModel
 from slmkit.store.manifest import Manifest
 from slmkit.store.store import ModelStore, check_reference, looks_like_path, shown
-from slmkit.text.prompt import PromptFormatter
-from slmkit.types import RequestOutput, SamplingParams
+from slmkit.text.prompt import EncodedPrompt, PromptFormatter
+from slmkit.types import Message, RequestOutput, SamplingParams
 
 log = logging.getLogger("slmkit.server")
 
@@ -86,15 +87,22 @@ class ServedModel:
         log.debug("admitted: %d active, %d waiting", self.active_requests, waiting)
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
-                       max_queue: int) -> AsyncIterator[RequestOutput]:
+                       max_queue: int, embeddings: Sequence[EmbeddingSpan] = ()) -> AsyncIterator[RequestOutput]:
         self.active_requests += 1
         self.last_used = time.monotonic()
         try:
-            async for out in self.engine.generate(Request(prompt_ids, params, request_id)):
+            async for out in self.engine.generate(Request(prompt_ids, params, request_id, list(embeddings))):
                 yield out
         finally:
             self.active_requests -= 1
             self.last_used = time.monotonic()
+
+    async def encode_chat(self, messages: list[Message], num_crops: int | None = None) -> EncodedPrompt:
+        """Tokens (and image rows) of a conversation; images are decoded and run through the vision
+        tower on a worker thread, so the event loop keeps serving meanwhile."""
+        if any(m.images for m in messages):
+            return await asyncio.to_thread(self.formatter.encode_with_images, messages, num_crops=num_crops)
+        return EncodedPrompt(self.formatter.encode_chat(messages))
 
     def close(self) -> None:
         self.engine.stop(drain=False, timeout=30)
@@ -191,7 +199,8 @@ class ModelManager:
                         max_chunk_per_sequence=cfg.max_chunk_per_sequence)
         formatter = PromptFormatter(model.tokenizer, architecture=model.info.architecture,
                                     template=manifest.template or model.info.chat_template,
-                                    system_prompt=manifest.system, model_name=name)
+                                    system_prompt=manifest.system, model_name=name,
+                                    vision=getattr(model, "vision", None))
         return ServedModel(
             name=name, path=path, manifest=manifest, model=model,
             engine=AsyncEngine(engine, name=f"engine-{name}"), formatter=formatter,

@@ -86,11 +86,12 @@ async def chat(request: Request):
         params = _remote_params(served, req)
         job = Generation(ctx, served, req.model, "chat", [], params, started, load_seconds)
         return await job.respond(request, await served.chat(req.to_messages(), params), req.streaming)
-    prompt_ids = served.formatter.encode_chat(req.to_messages())
+    prompt = await served.encode_chat(req.to_messages())
+    prompt_ids = prompt.token_ids
     params = _params(ctx, served, prompt_ids, req)
     job = Generation(ctx, served, req.model, "chat", prompt_ids, params, started, load_seconds,
                      unload_after=keep_alive == 0)
-    return await job.respond(request, ctx.stream(served, prompt_ids, params), req.streaming)
+    return await job.respond(request, ctx.stream(served, prompt_ids, params, prompt.embeddings), req.streaming)
 
 
 @router.post("/api/generate", openapi_extra=request_body(GenerateRequest))
@@ -113,17 +114,22 @@ async def generate(request: Request):
         stream = (await served.complete(req.prompt, params) if req.raw
                   else await served.chat(req.to_messages(), params))
         return await job.respond(request, stream, req.streaming)
-    if req.raw:
-        text = req.prompt
+    embeddings = []
+    if req.images:  # (raw with images was refused by the request model)
+        if req.context:
+            raise InvalidParameterError("context", "a context cannot be continued with images; send the "
+                                        "conversation with its images to /api/chat")
+        prompt = await served.encode_chat(req.to_messages())
+        prompt_ids, embeddings = prompt.token_ids, prompt.embeddings
     else:
-        text = served.formatter.apply_chat_template(req.to_messages())
-    if req.context:  # deprecated in Ollama: the tokens of an earlier exchange, continued here
-        text = served.model.tokenizer.decode(req.context, skip_special=False) + text
-    prompt_ids = served.formatter.encode_prompt(text)
+        text = req.prompt if req.raw else served.formatter.apply_chat_template(req.to_messages())
+        if req.context:  # deprecated in Ollama: the tokens of an earlier exchange, continued here
+            text = served.model.tokenizer.decode(req.context, skip_special=False) + text
+        prompt_ids = served.formatter.encode_prompt(text)
     params = _params(ctx, served, prompt_ids, req)
     job = Generation(ctx, served, req.model, "generate", prompt_ids, params, started, load_seconds,
-                     unload_after=keep_alive == 0, return_context=not req.raw)
-    return await job.respond(request, ctx.stream(served, prompt_ids, params), req.streaming)
+                     unload_after=keep_alive == 0, return_context=not req.raw and not embeddings)
+    return await job.respond(request, ctx.stream(served, prompt_ids, params, embeddings), req.streaming)
 
 
 async def _get(ctx: ServerContext, model: str, keep_alive: float) -> tuple[ServedModel | RemoteModel, float]:

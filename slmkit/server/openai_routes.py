@@ -61,11 +61,12 @@ async def run_chat(ctx: ServerContext, req: ChatCompletionRequest, request: Requ
         served.check_supported(logprobs=req.logprobs, n=req.n)
         streams = [await served.chat(req.to_messages(), params)]
     else:
-        prompt_ids = served.formatter.encode_chat(req.to_messages())
+        prompt = await served.encode_chat(req.to_messages(), req.num_crops)
+        prompt_ids = prompt.token_ids
         limit, limit_name = req.token_limit
         served.check_fits(len(prompt_ids), limit, max_tokens_param=limit_name)
         served.admit(prompt_ids, params, ctx.config.max_queue)
-        streams = [ctx.stream(served, prompt_ids, p) for p in seeds_for(params, req.n)]
+        streams = [ctx.stream(served, prompt_ids, p, prompt.embeddings) for p in seeds_for(params, req.n)]
     rid, created = new_id("chatcmpl"), int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)

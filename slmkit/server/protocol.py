@@ -149,6 +149,7 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     modalities: list[str] | None = None  # Azure AI Inference
+    num_crops: StrictInt | None = Field(None, ge=1, le=64)  # slmkit: crops per image on a vision model
 
     @property
     def token_limit(self) -> tuple[int | None, str]:

@@ -1,25 +1,43 @@
-"""From messages or a raw prompt to token ids, the same way for the Python API and the server."""
+"""From messages or a raw prompt to token ids, the same way for the Python API and the server.
+
+A vision model's prompt also carries image rows (`EncodedPrompt.embeddings`): image parts of the
+messages, or images given beside them, become ``<|image_N|>`` tags that its `VisionEncoder` expands.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
-from slmkit.backends.base import Tokenizer
+from slmkit.backends.base import EmbeddingSpan, Tokenizer
 from slmkit.text.chat_template import ChatTemplate, guess_builtin_template
+from slmkit.errors import InvalidParameterError
 from slmkit.types import Message, refuse_images
 
 _TURN_MARKERS = ("<|im_start|>", "<|end|>", "<|assistant|>", "<start_of_turn>", "<|eot_id|>")
 
 
+@dataclass
+class EncodedPrompt:
+    """Prompt token ids, and for a vision model the image rows that replace some of their embeddings."""
+
+    token_ids: list[int]
+    embeddings: list[EmbeddingSpan] = field(default_factory=list)
+    image_tokens: int = 0  # of len(token_ids), how many are image rows
+    encode_seconds: float = 0.0  # decoding, preprocessing and the vision tower
+
+
 class PromptFormatter:
     """A model's chat template (the manifest's, else the GGUF's, else a built-in guessed from the
-    architecture and special tokens), its default system prompt, and its BOS rule."""
+    architecture and special tokens), its default system prompt, and its BOS rule. ``vision`` is a
+    vision model's `VisionEncoder` (None: the model reads text only and refuses images)."""
 
     def __init__(self, tokenizer: Tokenizer, *, architecture: str, template: str | None,
-                 system_prompt: str | None, model_name: str = "this model"):
+                 system_prompt: str | None, model_name: str = "this model", vision: Any = None):
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.system_prompt = system_prompt
+        self.vision = vision
         special = tokenizer.special
         bos = tokenizer.token_text(special.bos) if special.bos is not None else ""
         eos = tokenizer.token_text(special.eos) if special.eos is not None else ""
@@ -43,11 +61,48 @@ class PromptFormatter:
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Tokens of a raw prompt: BOS if the model wants it (and the text does not start with it)."""
-        add_special = self.tokenizer.special.add_bos
-        bos = self.tokenizer.special.bos
-        if add_special and bos is not None and prompt.startswith(self.tokenizer.token_text(bos)):
-            add_special = False
-        return self.tokenizer.encode(prompt, add_special=add_special, parse_special=True)
+        return encode_prompt(self.tokenizer, prompt)
 
     def encode_chat(self, messages: Sequence[Message | dict], *, system_prompt: str | None = None) -> list[int]:
         return self.encode_prompt(self.apply_chat_template(messages, system_prompt=system_prompt))
+
+    def encode_with_images(self, messages: Sequence[Message | dict], images: Sequence[Any] = (), *,
+                           num_crops: int | None = None, system_prompt: str | None = None) -> EncodedPrompt:
+        """A conversation's tokens and image rows: image parts where they stand, ``images`` (paths,
+        bytes, PIL images) at the start of the last user message unless the text tags them."""
+        coerced = [Message.coerce(m) for m in messages]
+        if not images and not any(m.images for m in coerced):
+            return EncodedPrompt(self.encode_chat(coerced, system_prompt=system_prompt))
+        self._need_vision(coerced, images)
+        from slmkit.vision.prompt import tag_images
+
+        tagged = tag_images(coerced, images)
+        text = self.chat_template.render(
+            tagged.messages, add_generation_prompt=True,
+            system_prompt=self.system_prompt if system_prompt is None else system_prompt)
+        return self.vision.build(text, tagged.images, names=tagged.names, num_crops=num_crops)
+
+    def encode_prompt_with_images(self, prompt: str, images: Sequence[Any] = (), *,
+                                  num_crops: int | None = None) -> EncodedPrompt:
+        """A raw prompt whose ``<|image_N|>`` tags stand for ``images``."""
+        if not images:
+            return EncodedPrompt(self.encode_prompt(prompt))
+        self._need_vision([], images)
+        names = [image if isinstance(image, str) else f"images[{i}]" for i, image in enumerate(images)]
+        return self.vision.build(prompt, list(images), names=names, num_crops=num_crops)
+
+    def _need_vision(self, messages: list[Message], images: Sequence[Any]) -> None:
+        if self.vision is not None:
+            return
+        refuse_images(messages, self.model_name)
+        raise InvalidParameterError("images", f"{self.model_name} has no vision support: it reads text only, so "
+                                    "the images cannot be used; send them to a vision model (Phi-3.5-vision)")
+
+
+def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """Tokens of a raw prompt: BOS if the model wants it (and the text does not start with it)."""
+    add_special = tokenizer.special.add_bos
+    bos = tokenizer.special.bos
+    if add_special and bos is not None and prompt.startswith(tokenizer.token_text(bos)):
+        add_special = False
+    return tokenizer.encode(prompt, add_special=add_special, parse_special=True)
