@@ -397,6 +397,8 @@ class Timings:
     prefill_seconds: float = 0.0  # prompt processing, up to the first sampled token
     decode_seconds: float = 0.0  # from the first to the last sampled token
     time_to_first_token: float = 0.0
+    drafted_tokens: int = 0  # speculation: tokens guessed and verified
+    accepted_tokens: int = 0  # of them, kept
 
 
 @dataclass

@@ -239,3 +239,65 @@ def test_proposer_finds_the_latest_earlier_match_and_adapts_k():
     assert proposer.k == 3
     proposer.record(3, 0)
     assert proposer.k == 1 and (proposer.drafted, proposer.accepted) == (15, 6)
+
+
+@pytest.mark.slow
+def test_greedy_on_smollm2_equals_without_speculation_single_and_8_concurrent(llm):
+    """Copy-heavy and open-ended prompts on the real model: a verifying chunk of k+1 rows must
+    give the logits one-at-a-time decoding gives, which chunks under 64 rows guarantee."""
+    from engine_helpers import collect_tokens
+
+    from slmkit.backends.llamacpp import LlamaCppModel
+
+    passage = ("The committee met on Tuesday to review the budget. It approved the new library, "
+               "delayed the road repairs and asked for a report on the water supply by March.")
+    asks = [f"Repeat this text exactly:\n{passage}", f"Quote the second sentence of: {passage}",
+            "def add(a, b):\n    return a + b\n\nRename add to plus and print the code back.",
+            "Tell me a short story about a lighthouse.", "What is the capital of France?",
+            f"Using only this context, what did the committee delay? Context: {passage}",
+            "List three colors.", "Write a haiku about rain."]
+    prompts = [llm.encode_prompt(llm.apply_chat_template([{"role": "user", "content": a}])) for a in asks]
+    params = SamplingParams(temperature=0, max_tokens=48)
+    model = LlamaCppModel(llm.model.path)
+    runner = model.create_runner(context_length=2048, max_sequences=8, unified_kv=False)
+    try:
+        for group in ([prompts[0]], [prompts[3]], prompts):
+            plain = collect_tokens(runner, model.tokenizer, group, params, max_chunk_per_sequence=63,
+                                   prefix_caching=False)
+            spec = collect_tokens(runner, model.tokenizer, group, params, max_chunk_per_sequence=63,
+                                  prefix_caching=False, speculative="ngram")
+            assert spec == plain
+    finally:
+        runner.close()
+        model.close()
+    # The Python API: LLM's one-slot engine path against its token-at-a-time Generator.
+    short = llm.encode_prompt(llm.apply_chat_template([{"role": "user", "content": "Repeat exactly: one two "
+                                                        "three four five, one two three four five."}]))
+    spec = llm.generate(short, params.updated(speculative="ngram"))
+    assert spec.token_ids == llm.generate(short, params).token_ids
+    assert spec.timings.drafted_tokens > 0
+
+
+@pytest.mark.slow
+def test_serve_speculative_ngram_answers_as_without_and_counts_drafts(slmkit_home, llm):
+    import httpx
+    from server_process import ServerProcess
+
+    text = "Copy this line back exactly: the red fox and the blue fox ran to the old mill by the river."
+    body = {"model": "smollm2:original", "messages": [{"role": "user", "content": text}],
+            "temperature": 0, "max_tokens": 40}
+    answers = {}
+    for mode in ("off", "ngram"):
+        proc = ServerProcess("--model", "smollm2:original", "--parallel", "2", "--batch-invariant",
+                             "--speculative", mode)
+        try:
+            r = httpx.post(f"{proc.base}/v1/chat/completions", json=body, timeout=120)
+            assert r.status_code == 200
+            answers[mode] = r.json()["choices"][0]["message"]["content"]
+            m = proc.metrics()
+            drafted = m['slmkit_speculative_drafted_tokens_total{model="smollm2:original"}']
+            accepted = m['slmkit_speculative_accepted_tokens_total{model="smollm2:original"}']
+            assert (drafted > 0) == (mode == "ngram") and 0 <= accepted <= drafted
+        finally:
+            proc.stop()
+    assert answers["ngram"] == answers["off"]

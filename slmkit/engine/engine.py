@@ -313,7 +313,9 @@ class Engine:
             text, [], finish_reason=reason,
             request_id=seq.request_id, usage=Usage(seq.num_prompt, seq.num_generated, seq.num_cached),
             timings=Timings(prefill_seconds=first - active.started, decode_seconds=now - first,
-                            time_to_first_token=first - active.started),
+                            time_to_first_token=first - active.started,
+                            drafted_tokens=active.proposer.drafted if active.proposer else 0,
+                            accepted_tokens=active.proposer.accepted if active.proposer else 0),
             error=error,
         ))
 
