@@ -8,7 +8,6 @@ attention stays on llama.cpp's ``auto`` (worth 8-25 % on decode; ``Llama()`` tur
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
