@@ -257,7 +257,7 @@ def test_greedy_on_smollm2_equals_without_speculation_single_and_8_concurrent(ll
             f"Using only this context, what did the committee delay? Context: {passage}",
             "List three colors.", "Write a haiku about rain."]
     prompts = [llm.encode_prompt(llm.apply_chat_template([{"role": "user", "content": a}])) for a in asks]
-    params = SamplingParams(temperature=0, max_tokens=48)
+    params = SamplingParams(temperature=0, max_tokens=32)
     model = LlamaCppModel(llm.model.path)
     runner = model.create_runner(context_length=2048, max_sequences=8, unified_kv=False)
     try:
@@ -276,6 +276,12 @@ def test_greedy_on_smollm2_equals_without_speculation_single_and_8_concurrent(ll
     spec = llm.generate(short, params.updated(speculative="ngram"))
     assert spec.token_ids == llm.generate(short, params).token_ids
     assert spec.timings.drafted_tokens > 0
+    # JSON mode: greedy drafts are verified through the grammar, token for token.
+    ask = llm.encode_prompt(llm.apply_chat_template([{"role": "user", "content": 'Return {"a": "red", "b": '
+                                                      '"red", "c": "red"} as JSON.'}]))
+    json_params = params.updated(response_format="json_object", max_tokens=24)
+    assert llm.generate(ask, json_params.updated(speculative="ngram")).token_ids == \
+        llm.generate(ask, json_params).token_ids
 
 
 @pytest.mark.slow
@@ -301,3 +307,4 @@ def test_serve_speculative_ngram_answers_as_without_and_counts_drafts(slmkit_hom
         finally:
             proc.stop()
     assert answers["ngram"] == answers["off"]
+
