@@ -308,3 +308,20 @@ def test_serve_speculative_ngram_answers_as_without_and_counts_drafts(slmkit_hom
             proc.stop()
     assert answers["ngram"] == answers["off"]
 
+
+
+def test_one_slot_view_runs_the_engine_in_that_slot_only():
+    """What LLM(speculative=...) does: an engine on slot 3 of a runner whose other slots are busy."""
+    from slmkit.backends.base import OneSlot
+
+    params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
+    want, _, _, _, _ = run(copy_model, [PROMPTS[1]], params)
+    runner = FakeRunner(copy_model, vocab_size=VOCAB, max_sequences=4, context_length=256)
+    runner.kv[1] = [65, 66]  # another user's sequence, untouched
+    engine = Engine(OneSlot(runner, 3), ByteTokenizer(), prefix_caching=False, speculative="ngram")
+    outs = []
+    engine.add_request(Request(list(PROMPTS[1]), params, "r"), outs.append)
+    engine.run_until_done()
+    assert [t for o in outs for t in o.token_ids] == want[0] and engine.stats.accepted > 0
+    assert {c.seq_id for b in runner.batches for c in b} == {3}
+    assert runner.kv[1] == [65, 66] and runner.kv[3] == []
