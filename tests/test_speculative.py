@@ -239,6 +239,13 @@ def test_proposer_finds_the_latest_earlier_match_and_adapts_k():
     assert proposer.k == 3
     proposer.record(3, 0)
     assert proposer.k == 1 and (proposer.drafted, proposer.accepted) == (15, 6)
+    # Nothing accepted: skip 1 proposal, then (after another miss) 2, ...; an accept resets it.
+    assert proposer.propose(tokens, limit=8) == []
+    assert proposer.propose(tokens, limit=8) == [7]
+    proposer.record(1, 0)
+    assert [proposer.propose(tokens, limit=8) for _ in range(3)] == [[], [], [7]]
+    proposer.record(1, 1)
+    assert proposer.propose(tokens, limit=8) == [7, 8]
 
 
 @pytest.mark.slow

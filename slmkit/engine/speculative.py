@@ -21,6 +21,7 @@ from slmkit import limits
 
 NGRAM_MAX = 4  # longest suffix looked up; longer matches rarely change the proposal
 NGRAM_MIN = 2  # a single token repeats too often to predict what follows it
+MAX_BACKOFF = 32  # steps a sequence whose drafts keep failing waits before drafting again
 
 
 @dataclass
@@ -33,6 +34,8 @@ class NgramProposer:
     accepted: int = 0
     _index: dict[tuple[int, ...], int] = field(default_factory=dict)  # n-gram -> its last end position
     _indexed: int = 0  # tokens[:_indexed] are in the index (their continuation was known)
+    _backoff: int = 0  # after a draft with nothing accepted: proposals to skip, doubling each time
+    _skip: int = 0
 
     def __post_init__(self) -> None:
         self.k = min(self.k, self.max_draft)
@@ -40,9 +43,12 @@ class NgramProposer:
     def propose(self, tokens: list[int], limit: int) -> list[int]:
         """Up to ``min(k, limit)`` tokens guessed to follow `tokens` (empty when nothing matches)."""
         n = min(self.k, limit)
+        self._extend(tokens)
         if n <= 0:
             return []
-        self._extend(tokens)
+        if self._skip:  # open-ended text: a wrong guess still costs a row of the forward
+            self._skip -= 1
+            return []
         end = len(tokens)
         for size in range(min(NGRAM_MAX, end - 1), NGRAM_MIN - 1, -1):
             last = self._index.get(tuple(tokens[end - size :]))
@@ -60,6 +66,11 @@ class NgramProposer:
             self.k = min(self.max_draft, self.k * 2)
         else:
             self.k = max(1, accepted + 1)
+        if accepted:
+            self._backoff = 0
+        else:
+            self._backoff = min(MAX_BACKOFF, max(1, 2 * self._backoff))
+            self._skip = self._backoff
 
     def _extend(self, tokens: list[int]) -> None:
         # An n-gram ending at position p goes in only once tokens[p + 1] exists, so a lookup of the
