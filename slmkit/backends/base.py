@@ -7,7 +7,7 @@ prefix, and the batching engine many independent sequences in one `forward` per 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -158,8 +158,7 @@ class OneSlot:
         self.max_batch_tokens = runner.max_batch_tokens
 
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
-        return self.runner.forward([Chunk(self.seq_id, c.token_ids, c.start_pos, c.want_logits, c.all_logits)
-                                    for c in chunks])
+        return self.runner.forward([replace(c, seq_id=self.seq_id) for c in chunks])
 
     def truncate(self, seq_id: int, length: int) -> None:
         self.runner.truncate(self.seq_id, length)
