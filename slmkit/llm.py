@@ -21,8 +21,11 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 from slmkit.backends.base import EmbeddingSpan
+from slmkit import limits
+from slmkit.backends.base import OneSlot
 from slmkit.backends.loading import BackendOptions, load_model
 from slmkit.backends.ortgenai_search import SEARCH_MODES
+from slmkit.engine.engine import Engine, Request
 from slmkit.engine.generator import Generator
 from slmkit.engine.scoring import Scorer
 from slmkit.engine.sequence import check_fits
@@ -74,7 +77,12 @@ class LLM:
         device: str = "auto",
         search: str = "slmkit",
         quantize: str = "none",
+        speculative: str = "off",
     ):
+        if speculative not in limits.SPECULATIVE_MODES:
+            raise InvalidParameterError("speculative", f"must be one of {', '.join(limits.SPECULATIVE_MODES)}, "
+                                        f"got {speculative!r}")
+        self.speculative = speculative  # the default of requests whose params do not choose
         started = time.perf_counter()
         if search not in SEARCH_MODES:
             raise InvalidParameterError("search", f"{search!r} is not one of {', '.join(SEARCH_MODES)}")
@@ -216,6 +224,11 @@ class LLM:
     def _stream(self, prompt_ids: list[int], params: SamplingParams, embeddings: Sequence[EmbeddingSpan] = (),
                 encode_seconds: float = 0.0) -> Iterator[RequestOutput]:
         request_id = f"req-{uuid.uuid4().hex[:12]}"
+        # ORT GenAI's own search runs inside its Generator: nothing for drafts to go through; image
+        # prompts keep the Generator, which feeds their embedding rows.
+        if (params.speculative or self.speculative) == "ngram" and self.search != "ortgenai" and not embeddings:
+            yield from self._stream_speculative(prompt_ids, params.updated(speculative="ngram"), request_id)
+            return
         text = TextStream(self.tokenizer.token_bytes, params.stop)
         end_ids = params.end_token_ids(self.tokenizer.special.end_of_generation)
         started = time.perf_counter() - encode_seconds  # the time to first token includes the images
@@ -242,6 +255,31 @@ class LLM:
                                 decode_seconds=finished - first_token_at,
                                 time_to_first_token=first_token_at - started),
             )
+
+    def _stream_speculative(self, prompt_ids: list[int], params: SamplingParams,
+                            request_id: str) -> Iterator[RequestOutput]:
+        """The request through the batching engine on one free slot: its drafts are verified
+        exactly as `slm serve` does, so the tokens are those of `_stream`."""
+        if not self._free_seq_ids:
+            raise InvalidRequestError(f"all {self.runner.max_sequences} sequence slots are in use")
+        seq_id = self._free_seq_ids.pop()
+        engine = Engine(OneSlot(self.runner, seq_id), self.tokenizer, prefix_caching=False)
+        outputs: list[RequestOutput] = []
+        try:
+            self.runner.free(seq_id)
+            engine.add_request(Request(prompt_ids, params, request_id), outputs.append)
+            yield RequestOutput("", [], request_id=request_id)
+            while engine.has_work:
+                engine.step()
+                for out in outputs:
+                    if out.error is not None:
+                        raise out.error
+                    yield out
+                outputs.clear()
+        finally:
+            engine.abort_all()
+            self.runner.free(seq_id)
+            self._free_seq_ids.append(seq_id)
 
     def _beam_search(self, prompt_ids: list[int], params: SamplingParams) -> list[RequestOutput]:
         needed = 2 * params.num_beams

@@ -51,6 +51,7 @@ class SamplingParams:
     length_penalty: float = 1.0
     logprobs: int | None = None  # None: none; k >= 0: the sampled token's logprob and the k best
     response_format: Literal["text", "json_object"] = "text"
+    speculative: Literal["off", "ngram"] | None = None  # draft tokens by prompt lookup; None: the engine's default
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -81,6 +82,9 @@ class SamplingParams:
         _check_number("length_penalty", self.length_penalty, minimum=None)
         _check_int("logprobs", self.logprobs, minimum=0, maximum=limits.MAX_TOP_LOGPROBS, optional=True)
         _check_bool("ignore_eos", self.ignore_eos)
+        if self.speculative is not None and self.speculative not in limits.SPECULATIVE_MODES:
+            raise InvalidParameterError("speculative", f"must be one of {', '.join(limits.SPECULATIVE_MODES)} "
+                                        f"(or None for the engine's default), got {self.speculative!r}")
         if self.response_format not in ("text", "json_object"):
             raise InvalidParameterError("response_format", "must be 'text' or 'json_object'")
         if len(self.stop) > limits.MAX_STOP_STRINGS:
@@ -393,6 +397,8 @@ class Timings:
     prefill_seconds: float = 0.0  # prompt processing, up to the first sampled token
     decode_seconds: float = 0.0  # from the first to the last sampled token
     time_to_first_token: float = 0.0
+    drafted_tokens: int = 0  # speculation: tokens guessed and verified
+    accepted_tokens: int = 0  # of them, kept
 
 
 @dataclass

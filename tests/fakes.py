@@ -91,11 +91,16 @@ class FakeRunner:
                 )
             for token in chunk.token_ids:
                 assert 0 <= token < self.vocab_size, f"token {token} outside the vocabulary"
+            if chunk.all_logits:  # one row per token: what follows each prefix
+                for token in chunk.token_ids:
+                    self.kv[chunk.seq_id].append(int(token))
+                    rows.append(np.asarray(self._next_logits(list(self.kv[chunk.seq_id])), np.float32))
+                continue
             self.kv[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
             if chunk.want_logits:
                 rows.append(np.asarray(self._next_logits(list(self.kv[chunk.seq_id])), np.float32))
         self.batches.append(
-            [Chunk(c.seq_id, list(c.token_ids), c.start_pos, c.want_logits) for c in chunks]
+            [Chunk(c.seq_id, list(c.token_ids), c.start_pos, c.want_logits, c.all_logits) for c in chunks]
         )
         assert self.used_cells() <= self.kv_cells, f"{self.used_cells()} cells used of {self.kv_cells}"
         out = np.array(rows, dtype=np.float32).reshape(len(rows), self.vocab_size)

@@ -7,7 +7,7 @@ prefix, and the batching engine many independent sequences in one `forward` per 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -142,3 +142,32 @@ def check_runner_options(*, context_length: int | None, threads: int | None, max
         raise InvalidParameterError("max_sequences", f"must be an integer from 1 to {limits.MAX_SEQUENCES}, "
                                     f"got {max_sequences!r}")
     return context
+
+
+class OneSlot:
+    """One sequence slot of a runner seen as a runner of one sequence (seq id 0): how the
+    `LLM` runs a batching `Engine` (speculation) for one request next to its other slots."""
+
+    max_sequences = 1
+
+    def __init__(self, runner: Runner, seq_id: int):
+        self.runner, self.seq_id = runner, seq_id
+        self.vocab_size = runner.vocab_size
+        self.context_length = runner.context_length
+        self.kv_cells = min(runner.context_length, runner.kv_cells)
+        self.max_batch_tokens = runner.max_batch_tokens
+
+    def forward(self, chunks: list[Chunk]) -> np.ndarray:
+        return self.runner.forward([replace(c, seq_id=self.seq_id) for c in chunks])
+
+    def truncate(self, seq_id: int, length: int) -> None:
+        self.runner.truncate(self.seq_id, length)
+
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        raise NotImplementedError("a single slot has no other sequence to copy from")
+
+    def free(self, seq_id: int) -> None:
+        self.runner.free(self.seq_id)
+
+    def used_cells(self) -> int:
+        return self.runner.used_cells()

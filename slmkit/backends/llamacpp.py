@@ -8,7 +8,6 @@ attention stays on llama.cpp's ``auto`` (worth 8-25 % on decode; ``Llama()`` tur
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from slmkit.backends.base import Chunk, SpecialTokens, check_runner_options
 from slmkit.backends.gguf_header import check_gguf
+from slmkit.backends.threads import ThreadGovernor, allowed_cores
 from slmkit.backends.llama_log import init_llama, recent_errors
 from slmkit.errors import ContextLengthError, InvalidParameterError, ModelLoadError, SlmkitError
 
@@ -31,10 +31,7 @@ FILE_TYPES = {
 
 def default_threads() -> int:
     """The cores this process may run on (respects taskset / cgroup CPU sets)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    return allowed_cores()
 
 
 @dataclass
@@ -229,6 +226,8 @@ class LlamaCppRunner:
         self.unified_kv = unified_kv
         self.max_batch_tokens = min(max_batch_tokens, context)
         self.threads = threads or default_threads()
+        # Threads left to us are re-chosen between steps from the cores actually free.
+        self._governor = None if threads else ThreadGovernor(self.threads)
         self.vocab_size = model.tokenizer.vocab_size
 
         params = llama_cpp.llama_context_default_params()
@@ -312,7 +311,15 @@ class LlamaCppRunner:
             n += k
             n_out += k if chunk.all_logits else chunk.want_logits
         self._batch.n_tokens = n
+        if self._governor is not None:
+            wanted = self._governor.threads()
+            if wanted != self.threads:
+                llama_cpp.llama_set_n_threads(self._ctx, wanted, wanted)
+                self.threads = wanted
+        started = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx, self._batch)
+        if self._governor is not None:
+            self._governor.step_done(n, time.perf_counter() - started)
         if rc != 0:
             self._resync_lengths(chunks)
             if rc == 1:

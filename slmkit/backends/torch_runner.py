@@ -13,10 +13,13 @@ re-prefill, a rewind or a prefix copy treats them like the tokens they stand for
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
 from slmkit.backends.base import Chunk, EmbeddingSpan, spans_within
+from slmkit.backends.threads import ThreadGovernor
 from slmkit.errors import ContextLengthError, InvalidParameterError, SlmkitError
 from slmkit.models.cache import ForwardBatch, KVCache
 from slmkit.models.llama import CausalLM
@@ -31,6 +34,8 @@ class TorchRunner:
             raise InvalidParameterError("context_length", f"must be >= 16, got {context_length}")
         if threads:
             torch.set_num_threads(threads)
+        # Intra-op threads left to us follow the cores actually free, as llama.cpp's do.
+        self._governor = None if threads else ThreadGovernor(torch.get_num_threads())
         config = model.config
         param = next(model.parameters())
         self.model = model
@@ -50,6 +55,17 @@ class TorchRunner:
     # -- Runner protocol ------------------------------------------------------------------
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
         self._check(chunks)
+        if self._governor is None:
+            return self._forward(chunks)
+        wanted = self._governor.threads()
+        if wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)
+        started = time.perf_counter()
+        logits = self._forward(chunks)
+        self._governor.step_done(sum(len(c.token_ids) for c in chunks), time.perf_counter() - started)
+        return logits
+
+    def _forward(self, chunks: list[Chunk]) -> np.ndarray:
         with torch.inference_mode():
             for chunk in chunks:
                 self._match_rope_regime(chunk.seq_id, chunk.start_pos + len(chunk.token_ids))

@@ -25,7 +25,7 @@ def run(
     ignore_eos: opt.IgnoreEos = False, context_length: opt.ContextLength = None, threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     quantize: opt.Quantize = "none",
-    verbose: opt.Verbose = False, image: opt.Images = None, video: opt.Video = None, frames: opt.Frames = 8,
+    speculative: opt.Speculative = "off", verbose: opt.Verbose = False, image: opt.Images = None, video: opt.Video = None, frames: opt.Frames = 8,
     num_crops: opt.NumCrops = None,
     speak: Annotated[bool, typer.Option("--speak", help="Read each answer aloud (eSpeak NG, offline).")] = False,
 ):
@@ -42,7 +42,7 @@ def run(
     flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
                               num_beams, length_penalty, ignore_eos)
-    llm = load_llm(model, context_length, threads, system, backend, dtype, device, quantize)
+    llm = load_llm(model, context_length, threads, system, backend, dtype, device, quantize, speculative)
     session = ChatSession(llm, flags.apply(llm.default_params), verbose=verbose, system=llm.system_prompt,
                           num_crops=num_crops)
     session.attach(media)
@@ -71,7 +71,7 @@ def generate(
     ignore_eos: opt.IgnoreEos = False, context_length: opt.ContextLength = None, threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     quantize: opt.Quantize = "none",
-    verbose: opt.Verbose = False,
+    speculative: opt.Speculative = "off", verbose: opt.Verbose = False,
 ):
     """Complete raw text (no chat template), streaming."""
     from slmkit.cli.session import print_stats, print_stream
@@ -79,7 +79,7 @@ def generate(
     flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
                               num_beams, length_penalty, ignore_eos)
-    llm = load_llm(model, context_length, threads, None, backend, dtype, device, quantize)
+    llm = load_llm(model, context_length, threads, None, backend, dtype, device, quantize, speculative)
     params = flags.apply(llm.default_params)
     result = print_stream(llm.generate(prompt, params, stream=True), sys.stdout)
     if verbose:

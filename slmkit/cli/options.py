@@ -39,6 +39,8 @@ Images = Annotated[Optional[list[str]], typer.Option("--image", help="An image f
 Video = Annotated[Optional[str], typer.Option("--video", help="A video file (GIF, MP4, ...): --frames frames of it go to a vision model as images.", rich_help_panel=_V)]
 Frames = Annotated[int, typer.Option("--frames", help="How many frames --video gives, sampled evenly.", rich_help_panel=_V)]
 NumCrops = Annotated[Optional[int], typer.Option("--num-crops", help="Crops per image (default: the model's preprocessor_config.json; Phi-3.5 advises 4 for many frames).", rich_help_panel=_V)]
+Speculative = Annotated[str, typer.Option("--speculative", help="off, or ngram: draft tokens from the "
+                        "prompt and output and verify them in one forward (same output, faster on copying).")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print load time, TTFT, prompt and decode tokens/s.")]
 
 

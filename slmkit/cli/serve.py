@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from slmkit import limits
 from slmkit.cli import options as opt
 from slmkit.cli.app import app, err_console
 from slmkit.errors import InvalidParameterError
@@ -34,6 +35,8 @@ def serve(
     no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Recompute every prompt.")] = False,
     batch_invariant: Annotated[bool, typer.Option("--batch-invariant", help="Prefill in chunks of < 64 "
                                "tokens so every answer is bit-identical whatever the batch or cache.")] = False,
+    speculative: Annotated[str, typer.Option("--speculative", help="off, or ngram: draft tokens from "
+                           "each request's own text and verify them in the batched forward (exact).")] = "off",
     cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="Let web pages from this "
                            "origin call the API (repeatable; * for any). Off by default.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
@@ -50,8 +53,11 @@ def serve(
         backend=BackendOptions(backend, dtype, device, quantize=quantize),
         request_timeout=request_timeout, keep_alive=keep_alive, prefix_caching=not no_prefix_cache,
         max_chunk_per_sequence=BATCH_INVARIANT_CHUNK if batch_invariant else None,
-        cors_origins=list(cors_origin or []),
+        cors_origins=list(cors_origin or []), speculative=speculative,
     )
+    if speculative not in limits.SPECULATIVE_MODES:
+        raise InvalidParameterError("--speculative", f"{speculative!r} is not one of "
+                                    f"{', '.join(limits.SPECULATIVE_MODES)}")
     if log_level.lower() not in LOG_LEVELS:
         raise InvalidParameterError("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     store = ModelStore()

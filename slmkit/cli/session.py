@@ -61,6 +61,9 @@ def print_stats(llm: LLM, result: RequestOutput, err: TextIO) -> None:
         f"time to first token: {timings.time_to_first_token * 1000:.1f} ms\n"
         f"finish reason:       {result.finish_reason}\n"
     )
+    if timings.drafted_tokens:
+        err.write(f"speculation:         {timings.accepted_tokens} of {timings.drafted_tokens} drafted tokens "
+                  f"accepted ({timings.accepted_tokens / timings.drafted_tokens:.0%})\n")
     err.flush()
 
 

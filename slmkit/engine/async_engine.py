@@ -34,6 +34,8 @@ class EngineSnapshot:
     kv_used_cells: int = 0  # cells of running sequences
     kv_cached_cells: int = 0  # cells kept as reusable prefixes
     kv_total_cells: int = 0
+    drafted_tokens: int = 0  # speculation totals since the engine started
+    accepted_tokens: int = 0
 
 
 class EngineLoop:
@@ -159,6 +161,7 @@ class EngineLoop:
             running=len(sched.running), waiting=len(sched.waiting),
             kv_used_cells=sched.running_cells(), kv_cached_cells=sched.cached_cells(),
             kv_total_cells=self.engine.runner.kv_cells,
+            drafted_tokens=self.engine.stats.drafted, accepted_tokens=self.engine.stats.accepted,
         )
 
 

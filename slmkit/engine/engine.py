@@ -3,6 +3,11 @@
 Single-threaded on purpose: whoever owns the engine calls `step()` in a loop (the server's
 engine thread); callers reach it only through `add_request` / `abort`, whose outputs arrive
 through the callback each request brings.
+
+With speculation on (``speculative="ngram"``, or per request), a decoding sequence drafts a few
+tokens from its own history; they run in its chunk of the same forward and `_verify` keeps the
+longest prefix the model agrees with, so the output is what decoding one token at a time gives:
+token for token when greedy, in distribution when sampled.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from typing import Callable
 
 import numpy as np
 
+from slmkit import limits
 from slmkit.backends.base import Chunk, EmbeddingSpan, Runner, Tokenizer, spans_within
-from slmkit.engine.scheduler import KvOp, Scheduler, SchedulerConfig
+from slmkit.engine.scheduler import KvOp, ScheduledChunk, Scheduler, SchedulerConfig
 from slmkit.engine.sequence import Sequence, check_prompt_tokens
+from slmkit.engine.speculative import NgramProposer, verify_sampled
 from slmkit.engine.text_stream import TextStream
 from slmkit.errors import InvalidParameterError, SlmkitError
 from slmkit.sampling import Sampler, make_constraint
@@ -44,8 +51,10 @@ class _Active:
     end_ids: set[int]
     max_length: int  # prompt + max_tokens, capped by the context
     emit: OutputCallback
+    proposer: NgramProposer | None = None  # None: this request does not speculate
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+    kv_length: int | None = None  # the runner's KV length while a draft's rejected tail is in it
 
     @property
     def plain_greedy(self) -> bool:
@@ -56,7 +65,17 @@ class _Active:
 
 class Engine:
     def __init__(self, runner: Runner, tokenizer: Tokenizer, *, max_batch_tokens: int | None = None,
-                 prefix_caching: bool = True, max_chunk_per_sequence: int | None = None):
+                 prefix_caching: bool = True, max_chunk_per_sequence: int | None = None,
+                 speculative: str = "off", max_draft_tokens: int = limits.DEFAULT_DRAFT_TOKENS):
+        if speculative not in limits.SPECULATIVE_MODES:
+            raise InvalidParameterError("speculative", f"must be one of {', '.join(limits.SPECULATIVE_MODES)}, "
+                                        f"got {speculative!r}")
+        if isinstance(max_draft_tokens, bool) or not isinstance(max_draft_tokens, int) or \
+                not 1 <= max_draft_tokens <= limits.MAX_DRAFT_TOKENS:
+            raise InvalidParameterError("max_draft_tokens", f"must be an integer from 1 to "
+                                        f"{limits.MAX_DRAFT_TOKENS}, got {max_draft_tokens!r}")
+        self.speculative = speculative  # the default of requests that do not choose
+        self.max_draft_tokens = max_draft_tokens
         self.runner = runner
         self.tokenizer = tokenizer
         self.scheduler = Scheduler(SchedulerConfig(
@@ -94,8 +113,17 @@ class Engine:
             raise _as_slmkit_error(exc, "this request could not start") from exc
         self._active[request.request_id] = _Active(
             seq, sampler, text, params.end_token_ids(self.tokenizer.special.end_of_generation), max_length, emit,
+            proposer=self._proposer(params, sampler),
         )
         self.scheduler.add(seq)
+
+    def _proposer(self, params: SamplingParams, sampler: Sampler) -> NgramProposer | None:
+        mode = params.speculative or self.speculative
+        # A sampled draw under a grammar would need the masked distribution in the acceptance
+        # rule; such requests decode one token at a time (greedy ones verify through the grammar).
+        if mode == "off" or (sampler.constraint is not None and not params.greedy):
+            return None
+        return NgramProposer(max_draft=self.max_draft_tokens)
 
     def abort(self, request_id: str) -> bool:
         """Stop a request now and free its KV cells; False if it is not running."""
@@ -125,15 +153,19 @@ class Engine:
         never the engine.
         """
         started = time.perf_counter()
+        self._propose_drafts()
         plan = self.scheduler.schedule()
         for op in plan.kv_ops:
             self._apply(op)
         if not plan.chunks:
             return 0
         # Chunks capture start and want_logits before num_computed moves on below.
-        chunks = [Chunk(c.seq.seq_id, c.seq.tokens[c.start : c.start + c.num_tokens], c.start, c.wants_logits,
+        chunks = [Chunk(c.seq.seq_id, c.token_ids, c.start, c.wants_logits, all_logits=c.num_draft > 0,
                         embeddings=spans_within(c.seq.embeddings, c.start, c.start + c.num_tokens))
                   for c in plan.chunks]
+        drafts = {id(c): c.seq.draft[: c.num_draft] for c in plan.chunks if c.num_draft}
+        for seq in self.scheduler.running:
+            seq.draft = []
         forward_at = time.perf_counter()
         try:
             logits = self.runner.forward(chunks)
@@ -145,14 +177,77 @@ class Engine:
             return 0
         forward_done = time.perf_counter()
         sampled: list[tuple[_Active, int]] = []
-        for c, chunk in zip(plan.chunks, chunks):
+        verifying: list[tuple[_Active, ScheduledChunk, int]] = []
+        row = 0
+        for c in plan.chunks:
+            if c.num_draft:
+                verifying.append((self._active[c.seq.request_id], c, row))
+                row += c.num_tokens
+                continue
+            wants = c.wants_logits  # read before num_computed moves on
             c.seq.num_computed += c.num_tokens
-            if chunk.want_logits:
-                sampled.append((self._active[c.seq.request_id], len(sampled)))
+            if wants:
+                sampled.append((self._active[c.seq.request_id], row))
+                row += 1
         self._sample_all(sampled, logits)
-        self.stats.record(plan.num_tokens, len(sampled), forward_at - started,
+        for active, c, first_row in verifying:
+            if active.seq.request_id in self._active:
+                self._verify(active, c, drafts[id(c)], logits[first_row : first_row + c.num_tokens])
+        self.stats.record(plan.num_tokens, row, forward_at - started,
                           forward_done - forward_at, time.perf_counter() - forward_done)
         return plan.num_tokens
+
+    def _propose_drafts(self) -> None:
+        """Each decoding sequence that speculates guesses up to k tokens; at most one fewer than it
+        may still generate, since the verifying forward yields one token more than it drafts."""
+        for seq in self.scheduler.running:
+            active = self._active.get(seq.request_id)
+            if active is None or active.proposer is None or seq.num_uncomputed != 1:
+                continue
+            seq.draft = active.proposer.propose(seq.tokens, active.max_length - len(seq.tokens) - 1)
+
+    def _verify(self, active: _Active, chunk: ScheduledChunk, draft: list[int], rows: np.ndarray) -> None:
+        """Walk the draft with the logits of every position: each row gives the token decoding
+        would have produced there; go on while it is the drafted one. Then drop the rejected
+        tail's KV. Row ``len(draft)`` (all accepted) gives one more token for free."""
+        seq = active.seq
+        known = chunk.start + 1  # the sequence's last token is computed now, drafts may follow
+        seq.num_computed = known
+        active.kv_length = known + len(draft)
+        accepted = 0
+        try:
+            for i, row in enumerate(rows):
+                token, hit = self._pick(active, row, draft[i] if i < len(draft) else None)
+                seq.num_computed = known + i + hit  # a hit's KV is already in the runner
+                logprob = None if seq.params.logprobs is None else _token_logprob(row, token, seq.params.logprobs)
+                accepted += hit
+                self._on_token(active, token, logprob)
+                if not hit or seq.request_id not in self._active:
+                    break
+        except Exception as exc:  # noqa: BLE001 - reported to that request
+            if seq.request_id in self._active:
+                self._finish(active, "abort", error=_as_slmkit_error(exc, "generation failed"))
+        active.proposer.record(len(draft), accepted)
+        self.stats.drafted += len(draft)
+        self.stats.accepted += accepted
+        if seq.request_id in self._active:
+            self._drop_rejected(active)
+
+    def _pick(self, active: _Active, row: np.ndarray, draft: int | None) -> tuple[int, bool]:
+        """The token at this position and whether it is the drafted one (for sampled requests,
+        by the speculative rejection rule, which leaves the distribution exactly the sampler's)."""
+        sampler, seq = active.sampler, active.seq
+        if draft is None or sampler.params.greedy:
+            token = sampler.sample(row, seq.tokens, seq.num_prompt)
+            return token, token == draft
+        probs = sampler.probabilities(row, seq.tokens, seq.num_prompt)
+        return verify_sampled(probs, draft, sampler.rng.random(), sampler.rng)
+
+    def _drop_rejected(self, active: _Active) -> None:
+        seq = active.seq
+        if active.kv_length is not None and seq.seq_id is not None and active.kv_length > seq.num_computed:
+            self.runner.truncate(seq.seq_id, seq.num_computed)
+        active.kv_length = None
 
     def _apply(self, op: KvOp) -> None:
         if op.kind == "free":
@@ -199,6 +294,7 @@ class Engine:
 
     def _finish(self, active: _Active, reason: str, error: SlmkitError | None = None) -> None:
         seq = active.seq
+        self._drop_rejected(active)  # a cached prefix must hold exactly the tokens it names
         # A finished sequence's KV stays as a cached prefix; an aborted one's is freed now.
         slot = self.scheduler.finish(seq, keep_cache=reason != "abort")
         if slot is not None:
@@ -217,7 +313,9 @@ class Engine:
             text, [], finish_reason=reason,
             request_id=seq.request_id, usage=Usage(seq.num_prompt, seq.num_generated, seq.num_cached),
             timings=Timings(prefill_seconds=first - active.started, decode_seconds=now - first,
-                            time_to_first_token=first - active.started),
+                            time_to_first_token=first - active.started,
+                            drafted_tokens=active.proposer.drafted if active.proposer else 0,
+                            accepted_tokens=active.proposer.accepted if active.proposer else 0),
             error=error,
         ))
 
@@ -240,6 +338,12 @@ class EngineStats:
     schedule_seconds: float = 0.0
     forward_seconds: float = 0.0
     sample_seconds: float = 0.0
+    drafted: int = 0  # speculated tokens verified
+    accepted: int = 0  # of them, kept
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
 
     def record(self, tokens: int, sampled: int, schedule: float, forward: float, sample: float) -> None:
         self.steps += 1

@@ -7,6 +7,11 @@ the KV cache cannot hold the next step, cached prefixes are dropped first, then 
 running sequence is preempted: its cells are dropped and it waits at the front of the queue
 to be recomputed.
 
+Speculation: a decoding sequence may carry a draft (its guessed next tokens, see
+`engine.speculative`); it runs in the same chunk as the sequence's last token, after every
+sequence has its one certain token and before prompt slices, and drafts are dropped before any
+KV is evicted for them.
+
 Prefix caching (llama-server's slot reuse, plus copies): a finished sequence leaves its tokens'
 KV in its slot. A new request takes the free slot sharing the longest prefix with its prompt
 and computes only the rest; when a running sequence shares a longer prefix, its KV is copied
@@ -39,8 +44,12 @@ class SchedulerConfig:
 
 @dataclass
 class ScheduledChunk:
+    """``num_tokens`` of the sequence from ``start``; the last ``num_draft`` of them are its
+    guessed continuation (``seq.draft``), verified with logits for every position."""
+
     seq: Sequence
     num_tokens: int
+    num_draft: int = 0
 
     @property
     def start(self) -> int:
@@ -48,7 +57,12 @@ class ScheduledChunk:
 
     @property
     def wants_logits(self) -> bool:
-        return self.seq.num_computed + self.num_tokens == len(self.seq.tokens)
+        return self.num_draft > 0 or self.seq.num_computed + self.num_tokens == len(self.seq.tokens)
+
+    @property
+    def token_ids(self) -> list[int]:
+        known = self.num_tokens - self.num_draft
+        return self.seq.tokens[self.start : self.start + known] + self.seq.draft[: self.num_draft]
 
 
 @dataclass
@@ -147,7 +161,10 @@ class Scheduler:
             cells = self.used_cells() + sum(c.num_tokens for c in chunks)
             if cells <= self.config.kv_capacity:
                 break
-            if self._cached:
+            if any(c.num_draft for c in chunks):  # guesses go before anyone's cached or computed KV
+                for c in chunks:
+                    c.seq.draft = []
+            elif self._cached:
                 out.kv_ops.append(self._evict_oldest())
             elif len(self.running) > 1:  # one sequence always fits: each is held to the context
                 out.kv_ops.append(KvOp("free", self._preempt(self.running[-1])))
@@ -230,15 +247,26 @@ class Scheduler:
         return self._evict(min(self._cached, key=lambda s: self._cached[s].last_used))
 
     def _plan_running(self) -> list[ScheduledChunk]:
-        """Decodes first (one token each), then prompt slices, under the token budget."""
+        """Decodes first (one token each), then their drafts, then prompt slices, under the token
+        budget: a guess never takes a place certain work needs."""
         budget = self.config.max_batch_tokens
         chunks = []
         decoding = [s for s in self.running if s.num_uncomputed == 1]
         prefilling = [s for s in self.running if s.num_uncomputed > 1]
-        for seq in decoding + prefilling:
+        for seq in decoding[:budget]:
+            chunks.append(ScheduledChunk(seq, 1))
+        budget -= len(chunks)
+        per_seq = self.config.max_chunk_per_sequence
+        for chunk in chunks:
+            room = min(len(chunk.seq.draft), budget, (per_seq or budget + 1) - 1)
+            if room > 0:
+                chunk.num_draft = room
+                chunk.num_tokens += room
+                budget -= room
+        for seq in prefilling:
             if budget == 0:
                 break
-            n = min(seq.num_uncomputed, budget, self.config.max_chunk_per_sequence or budget)
+            n = min(seq.num_uncomputed, budget, per_seq or budget)
             chunks.append(ScheduledChunk(seq, n))
             budget -= n
         return chunks

@@ -70,6 +70,7 @@ class Sequence:
     preemptions: int = 0
     num_cached: int = 0  # prompt tokens taken from the prefix cache at admission
     embeddings: list[EmbeddingSpan] = field(default_factory=list)  # image rows of a vision prompt
+    draft: list[int] = field(default_factory=list)  # guessed next tokens, verified in the next forward
 
     def __post_init__(self) -> None:
         if not self.tokens:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 if TYPE_CHECKING:
     from slmkit.server.models import ModelManager
@@ -48,6 +48,11 @@ class _EngineGauges:
                                         labels=["model"]),
             "total": GaugeMetricFamily("slmkit_kv_cache_total_cells", "KV cells in all slots", labels=["model"]),
         }
+        drafted = CounterMetricFamily("slmkit_speculative_drafted_tokens", "Draft tokens verified", labels=["model"])
+        accepted = CounterMetricFamily("slmkit_speculative_accepted_tokens", "Draft tokens accepted",
+                                       labels=["model"])
+        rate = GaugeMetricFamily("slmkit_speculative_acceptance_rate", "Accepted / drafted tokens so far",
+                                 labels=["model"])
         loaded = GaugeMetricFamily("slmkit_models_loaded", "Models in memory")
         loaded.add_metric([], len(self.manager.loaded))
         for name, served in list(self.manager.loaded.items()):
@@ -57,5 +62,9 @@ class _EngineGauges:
             families["used"].add_metric([name], snap.kv_used_cells)
             families["cached"].add_metric([name], snap.kv_cached_cells)
             families["total"].add_metric([name], snap.kv_total_cells)
+            drafted.add_metric([name], snap.drafted_tokens)
+            accepted.add_metric([name], snap.accepted_tokens)
+            rate.add_metric([name], snap.accepted_tokens / snap.drafted_tokens if snap.drafted_tokens else 0.0)
         yield loaded
         yield from families.values()
+        yield from (drafted, accepted, rate)

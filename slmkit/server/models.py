@@ -196,7 +196,7 @@ class ModelManager:
             model.close()
             raise
         engine = Engine(runner, model.tokenizer, prefix_caching=cfg.prefix_caching,
-                        max_chunk_per_sequence=cfg.max_chunk_per_sequence)
+                        max_chunk_per_sequence=cfg.max_chunk_per_sequence, speculative=cfg.speculative)
         formatter = PromptFormatter(model.tokenizer, architecture=model.info.architecture,
                                     template=manifest.template or model.info.chat_template,
                                     system_prompt=manifest.system, model_name=name,
