@@ -136,7 +136,7 @@ def test_slm_import_then_run_and_serve_a_hf_folder(tiny_phi3, slmkit_home):
 
 def test_backend_errors_are_clear(tiny_phi3, tmp_path):
     folder, _, _ = tiny_phi3
-    with pytest.raises(InvalidParameterError, match="llama.cpp reads GGUF files only"):
+    with pytest.raises(InvalidParameterError, match="the llamacpp engine cannot run it"):
         LLM(str(folder), backend="llamacpp")
     with pytest.raises(InvalidParameterError, match="not one of"):
         LLM(str(folder), backend="onnx")
