@@ -178,7 +178,8 @@ class LLM:
         return Generator(self.runner, params or self.default_params,
                          end_token_ids=self.tokenizer.special.end_of_generation,
                          seq_id=self._free_seq_ids.pop(), on_close=self._free_seq_ids.append,
-                         constraint=make_constraint(self.tokenizer, params or self.default_params))
+                         constraint=make_constraint(self.tokenizer, params or self.default_params,
+                                                    self.runner.vocab_size))
 
     @contextmanager
     def scorer(self) -> Iterator[Scorer]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -13,6 +14,7 @@ import numpy as np
 
 from slmkit import limits
 from slmkit.errors import InvalidParameterError
+from slmkit.structure import Structure, Tool
 
 LogitsProcessor = Callable[[Sequence[int], np.ndarray], np.ndarray]
 """A user scoring hook: ``fn(token_ids, logits) -> logits``.
@@ -21,7 +23,7 @@ LogitsProcessor = Callable[[Sequence[int], np.ndarray], np.ndarray]
 ``vocab_size`` floats that the function may modify in place and must return.
 """
 
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal["stop", "length", "abort", "tool_calls"]
 
 
 @dataclass
@@ -31,6 +33,10 @@ class SamplingParams:
     Penalties follow the OpenAI / vLLM semantics: ``frequency_penalty`` and ``presence_penalty``
     count generated tokens only; ``repetition_penalty`` (CTRL-style, divides positive logits)
     covers prompt and generated tokens. ``temperature=0`` means greedy.
+
+    Output structure (enforced token by token, see `slmkit.structure`): ``response_format=
+    "json_object"``, a ``json_schema``, a ``regex``, or a Lark / GBNF ``grammar`` (one of them);
+    or ``tools`` with ``tool_choice`` (``auto``, ``none``, ``required`` or a tool's name).
     """
 
     max_tokens: int | None = 256
@@ -51,8 +57,20 @@ class SamplingParams:
     length_penalty: float = 1.0
     logprobs: int | None = None  # None: none; k >= 0: the sampled token's logprob and the k best
     response_format: Literal["text", "json_object"] = "text"
+    json_schema: dict[str, Any] | bool | None = None
+    regex: str | None = None
+    grammar: str | None = None  # Lark (llguidance's dialect), or GBNF (``root ::= ...``)
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: str = "auto"
+    parallel_tool_calls: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.json_schema, str):
+            try:
+                self.json_schema = json.loads(self.json_schema)
+            except ValueError as exc:
+                raise InvalidParameterError("json_schema", f"is not valid JSON: {exc}") from None
+        self.tools = [Tool.coerce(t, f"tools[{i}]") for i, t in enumerate(_as_list("tools", self.tools))]
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         self.stop = _as_list("stop", self.stop)
@@ -83,6 +101,8 @@ class SamplingParams:
         _check_bool("ignore_eos", self.ignore_eos)
         if self.response_format not in ("text", "json_object"):
             raise InvalidParameterError("response_format", "must be 'text' or 'json_object'")
+        _check_bool("parallel_tool_calls", self.parallel_tool_calls)
+        self.structure.check()
         if len(self.stop) > limits.MAX_STOP_STRINGS:
             raise InvalidParameterError("stop", f"at most {limits.MAX_STOP_STRINGS} stop strings, got {len(self.stop)}")
         for i, stop in enumerate(self.stop):
@@ -107,6 +127,9 @@ class SamplingParams:
         for i, processor in enumerate(self.logits_processors):
             if not callable(processor):
                 raise InvalidParameterError(f"logits_processors[{i}]", "must be callable")
+        if self.num_beams > 1 and self.structure.grammar_text() is not None:
+            raise InvalidParameterError("num_beams", "beam search cannot follow an output format (JSON, regex, grammar "
+                                        "or tool calls); use num_beams=1")
         if self.num_beams > 1 and self.temperature not in (0, 0.0, 1.0):
             raise InvalidParameterError(
                 "num_beams", "beam search scores by log-probability; leave temperature at 0 or 1"
@@ -115,6 +138,12 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def structure(self) -> Structure:
+        """What the output's shape must be (`Structure.grammar_text` is None when it is free)."""
+        return Structure(self.response_format, self.json_schema, self.regex, self.grammar, tuple(self.tools),
+                         self.tool_choice, self.parallel_tool_calls)
 
     def end_token_ids(self, end_of_generation: frozenset[int] | set[int]) -> set[int]:
         """Tokens that end generation: ``stop_token_ids``, plus the model's end-of-turn tokens
@@ -137,9 +166,9 @@ class SamplingParams:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (no callables): what a manifest or a log line stores."""
-        return {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name != "logits_processors"
-        }
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "logits_processors"}
+        values["tools"] = [t.to_dict() for t in self.tools]
+        return values
 
 
 def _check_number(name, value, *, minimum, maximum=None, exclusive_min=False) -> None:
