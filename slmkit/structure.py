@@ -117,7 +117,7 @@ def _tool_call_rule(tools: list[Tool]) -> str:
     alternatives = []
     for tool in tools:
         prefix = json.dumps('{"name": ' + json.dumps(tool.name) + ', "arguments": ')
-        schema = json.dumps(tool.parameters)
+        schema = json.dumps({"x-guidance": JSON_OPTIONS, **tool.parameters})
         alternatives.append(f"{prefix} %json {schema} \"}}\"")
     return "call: " + "\n    | ".join(alternatives)
 
@@ -128,8 +128,10 @@ def tools_grammar(tools: list[Tool], choice: str, parallel: bool) -> str | None:
     if not tools or choice == "none":
         return None
     allowed = tools if choice in ("auto", "required") else [t for t in tools if t.name == choice]
-    block = json.dumps(TOOL_CALL_OPEN + "\n") + " call " + json.dumps("\n" + TOOL_CALL_CLOSE)
-    calls = f"calls: block (\"\\n\" block)*\nblock: {block}" if parallel else f"calls: {block}"
+    # Each block ends with its newline, so after a call the model weighs ending against opening
+    # another; a named function is called once (OpenAI's meaning of naming it).
+    block = json.dumps(TOOL_CALL_OPEN + "\n") + " call " + json.dumps("\n" + TOOL_CALL_CLOSE + "\n")
+    calls = f"calls: block+\nblock: {block}" if parallel and choice in ("auto", "required") else f"calls: {block}"
     start = ("start: calls | TEXT\n"
              # Text that never opens a call: once the model writes the trigger, a call must follow.
              f"TEXT: /(?s:.+)/ & ~/(?s:\\s*{TOOL_CALL_OPEN}.*)/") if choice == "auto" else "start: calls"

@@ -351,16 +351,56 @@ def _coerce_part(value: Any, where: str) -> ContentPart:
 
 
 @dataclass
+class ToolCall:
+    """A call of a tool the model made: ``arguments`` is a JSON object as text (OpenAI's shape)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def arguments_dict(self) -> dict[str, Any]:
+        """The arguments parsed (Ollama's shape); ``{}`` when they are not a JSON object."""
+        try:
+            value = json.loads(self.arguments)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+    @classmethod
+    def coerce(cls, value: "ToolCall | dict[str, Any]", where: str = "tool_calls") -> "ToolCall":
+        """From a `ToolCall`, or OpenAI's / Ollama's dict (arguments as text or as an object)."""
+        if isinstance(value, ToolCall):
+            return value
+        function = value.get("function") if isinstance(value, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidParameterError(where, "each tool call needs function.name and function.arguments")
+        arguments = function.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        return cls(str(value.get("id") or f"call_{function['name']}"), function["name"], arguments)
+
+
+@dataclass
 class Message:
     """One chat message. ``content`` is text, or a list of content parts (`TextPart`,
-    `ImagePart`) as OpenAI's API has them. `text` is the text either way; `images` the images."""
+    `ImagePart`) as OpenAI's API has them. `text` is the text either way; `images` the images.
+    An assistant message may carry the `tool_calls` it made; a ``tool`` message answers the call
+    ``tool_call_id``."""
 
     role: str
     content: str | list[ContentPart]
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
 
     def __post_init__(self) -> None:
+        if self.content is None:
+            self.content = ""
         if not isinstance(self.content, str):
             self.content = [_coerce_part(part, f"content[{i}]") for i, part in enumerate(self.content)]
+        self.tool_calls = [ToolCall.coerce(c, f"tool_calls[{i}]") for i, c in enumerate(self.tool_calls or [])]
 
     @classmethod
     def coerce(cls, value: "Message | dict[str, Any]") -> "Message":
@@ -371,10 +411,14 @@ class Message:
         role, content = value.get("role"), value.get("content")
         if not isinstance(role, str) or not role:
             raise InvalidParameterError("messages", "each message needs a non-empty 'role'")
+        tool_calls = value.get("tool_calls") or []
+        if content is None and tool_calls:
+            content = ""
         if not isinstance(content, (str, list, tuple)):
             raise InvalidParameterError("messages", "message content must be text or a list of content parts, "
                                         f"got {content!r}")
-        return cls(role=role, content=content if isinstance(content, str) else list(content))
+        return cls(role=role, content=content if isinstance(content, str) else list(content),
+                   tool_calls=list(tool_calls), tool_call_id=value.get("tool_call_id"))
 
     @property
     def text(self) -> str:
@@ -390,8 +434,14 @@ class Message:
     def to_dict(self) -> dict[str, Any]:
         """OpenAI's shape: content as text, or as a list of part dicts when it is one."""
         if isinstance(self.content, str):
-            return {"role": self.role, "content": self.content}
-        return {"role": self.role, "content": [part.to_dict() for part in self.content]}
+            data: dict[str, Any] = {"role": self.role, "content": self.content}
+        else:
+            data = {"role": self.role, "content": [part.to_dict() for part in self.content]}
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_dict() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        return data
 
 
 def refuse_images(messages: Sequence[Message], model: str) -> None:
@@ -452,6 +502,7 @@ class RequestOutput:
     index: int = 0  # which of several completions (beams, n > 1)
     logprobs: list[TokenLogprob] | None = None  # one per token in token_ids, if asked for
     error: Exception | None = None  # set on the last output when the engine failed the request
+    tool_calls: list[ToolCall] = field(default_factory=list)  # on a whole result: the calls parsed from text
 
     @property
     def finished(self) -> bool:
