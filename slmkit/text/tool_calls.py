@@ -105,6 +105,17 @@ class ToolCallDelta:
     arguments: str = ""
 
 
+def merge_deltas(deltas: list[ToolCallDelta]) -> list[ToolCallDelta]:
+    """Consecutive deltas of one call as one (a call's start and its first arguments)."""
+    merged: list[ToolCallDelta] = []
+    for delta in deltas:
+        if merged and merged[-1].index == delta.index and delta.name is None:
+            merged[-1].arguments += delta.arguments
+        else:
+            merged.append(ToolCallDelta(delta.index, delta.id, delta.name, delta.arguments))
+    return merged
+
+
 class ToolCallStream:
     """Splits streamed text into content and tool-call deltas. Holds back only what could still
     turn into ``<tool_call>`` (in content) or the call's closing ``}`` (in arguments)."""
@@ -157,6 +168,11 @@ class ToolCallStream:
             self._buffer = self._buffer[end + len(TOOL_CALL_CLOSE):].lstrip("\n")
             self._in_call = False
         return "".join(content), deltas
+
+    @property
+    def completed(self) -> list[ToolCall]:
+        """The calls whose closing tag has arrived."""
+        return self.calls[:-1] if self._in_call else list(self.calls)
 
     def finish(self) -> str:
         """What was held back, as content (a call cut short stays unfinished)."""
