@@ -304,15 +304,16 @@ class LLM:
 
 
 def with_tool_calls(deltas: Iterator[RequestOutput]) -> Iterator[RequestOutput]:
-    """The deltas as they come; the last one also carries the calls parsed from the whole text
-    (and finish reason ``tool_calls`` when there are any and the reply was not cut short)."""
+    """The deltas as they come; the last one also carries the complete calls parsed from the whole
+    text (and finish reason ``tool_calls`` when there are any and the reply was not cut short)."""
     pieces = []
     for delta in deltas:
         pieces.append(delta.text)
-        if delta.finished and delta.finish_reason == "stop":
+        if delta.finished and delta.finish_reason in ("stop", "length"):
             content, calls = parse_tool_calls("".join(pieces))
             if calls:
-                delta.tool_calls, delta.finish_reason = calls, "tool_calls"
+                delta.tool_calls = calls
+                delta.finish_reason = "tool_calls" if delta.finish_reason == "stop" else "length"
                 if len(pieces) == 1:  # a whole result: its text is the content outside the calls
                     delta.text = content
         yield delta

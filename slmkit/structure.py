@@ -130,12 +130,19 @@ def tools_grammar(tools: list[Tool], choice: str, parallel: bool) -> str | None:
     allowed = tools if choice in ("auto", "required") else [t for t in tools if t.name == choice]
     # Each block ends with its newline, so after a call the model weighs ending against opening
     # another; a named function is called once (OpenAI's meaning of naming it).
-    block = json.dumps(TOOL_CALL_OPEN + "\n") + " call " + json.dumps("\n" + TOOL_CALL_CLOSE + "\n")
-    calls = f"calls: block+\nblock: {block}" if parallel and choice in ("auto", "required") else f"calls: {block}"
-    start = ("start: calls | TEXT\n"
-             # Text that never opens a call: once the model writes the trigger, a call must follow.
-             f"TEXT: /(?s:.+)/ & ~/(?s:\\s*{TOOL_CALL_OPEN}.*)/") if choice == "auto" else "start: calls"
-    return LLMatcher.grammar_from_lark(f"{start}\n{calls}\n{_tool_call_rule(allowed)}\n")
+    more = " block*" if parallel and choice in ("auto", "required") else ""
+    rest = json.dumps("\n") + " call " + json.dumps("\n" + TOOL_CALL_CLOSE + "\n") + more
+    block = f"block: {json.dumps(TOOL_CALL_OPEN)} rest_of_block\nrest_of_block: {rest.replace(more, '')}"
+    if choice == "auto":
+        # Text that never holds the trigger, or any text up to the trigger and then calls: the
+        # lexer cannot end a greedy text lexeme before "<tool_call>", so the prefix ends lazily
+        # at it (llguidance's suffix=), and from there on the call is constrained.
+        start = ("start: TEXT | before_call rest\n"
+                 f"TEXT: /(?s:.+)/ & ~/(?s:.*{TOOL_CALL_OPEN}.*)/\n"
+                 f"before_call[suffix={json.dumps(TOOL_CALL_OPEN)}]: /(?s:.*)/")
+    else:
+        start = "start: block" + more
+    return LLMatcher.grammar_from_lark(f"{start}\nrest: {rest}\n{block}\n{_tool_call_rule(allowed)}\n")
 
 
 @lru_cache(maxsize=256)

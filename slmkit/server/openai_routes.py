@@ -86,7 +86,7 @@ async def _chat_response(ctx: ServerContext, served, req: ChatCompletionRequest,
         message: dict = {"role": "assistant", "content": c.text, "refusal": None}
         finish = _finish(c.finish_reason)
         calls = c.tool_calls
-        if calls_tools and not calls and finish == "stop":
+        if calls_tools and not calls and finish in ("stop", "length"):
             message["content"], calls = parse_tool_calls(c.text)
         if calls:
             message["content"] = message["content"] or None
