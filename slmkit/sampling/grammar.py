@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 import weakref
 from collections import OrderedDict
 
@@ -66,7 +67,9 @@ def _llg_tokenizer(tokenizer, vocab_size: int) -> LLTokenizer:
     if vocab is not None:  # llama.cpp: reads the pieces and tokenizes through llama.cpp itself
         from llguidance.llamacpp import lltokenizer_from_vocab
 
-        return lltokenizer_from_vocab(vocab, n_vocab=vocab_size, eos_token=eos)
+        with warnings.catch_warnings():  # it reads each token through a call llama.cpp deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return lltokenizer_from_vocab(vocab, n_vocab=vocab_size, eos_token=eos)
     spec = getattr(tokenizer, "tokenizer_json", None)
     if spec is not None:  # a Hugging Face tokenizer.json (the torch engine's HF folders)
         return LLTokenizer(spec, n_vocab=vocab_size, eos_token=eos)
