@@ -60,7 +60,7 @@ def format_call(call: ToolCall) -> str:
 
 def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
     """(the text outside calls, the calls) of a whole reply. Only complete calls whose JSON
-    parses count; a reply cut short inside a call keeps it as text."""
+    parses count; a call cut short (max_tokens) is dropped from the text as the stream drops it."""
     calls: list[ToolCall] = []
     content = []
     last = 0
@@ -81,9 +81,13 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
         calls.append(ToolCall(new_call_id(), body["name"], raw))
         content.append(text[last:match.start()])
         last = match.end()
+    tail = text[last:]
+    unfinished = tail.find(TOOL_CALL_OPEN)
+    if unfinished >= 0:
+        tail = tail[:unfinished]
     if not calls:
-        return text, []
-    content.append(text[last:])
+        return (text if unfinished < 0 else text[:unfinished]), []
+    content.append(tail)
     return "".join(content).strip(), calls
 
 
