@@ -32,10 +32,12 @@ from slmkit.engine.sequence import check_fits
 from slmkit.engine.text_stream import TextStream
 from slmkit.errors import InvalidParameterError, InvalidRequestError
 from slmkit.sampling import beam_search, make_constraint
+from slmkit.structure import Tool
 from slmkit.store.catalog import DEFAULT_MODEL
 from slmkit.store.store import ModelStore
 from slmkit.text import ChatTemplate
 from slmkit.text.prompt import EncodedPrompt, PromptFormatter
+from slmkit.text.tool_calls import parse_tool_calls
 from slmkit.types import Message, RequestOutput, SamplingParams, Timings, Usage
 from slmkit.vision.images import ImageInput
 
@@ -128,8 +130,10 @@ class LLM:
         return self.runner.context_length
 
     # -- text -> tokens -------------------------------------------------------------------
-    def apply_chat_template(self, messages: Sequence[Message | dict], *, add_generation_prompt: bool = True) -> str:
-        return self.formatter.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+    def apply_chat_template(self, messages: Sequence[Message | dict], *, add_generation_prompt: bool = True,
+                            tools: Sequence[Tool] = ()) -> str:
+        return self.formatter.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                  tools=tools)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Tokens of a raw prompt: BOS if the model wants it (and the text does not start with it)."""
@@ -166,10 +170,20 @@ class LLM:
         encoded bytes, PIL images), which go at the start of the last user message unless its text
         places them with ``<|image_N|>`` tags (numbered after the image parts). ``num_crops``
         overrides the model's crops per image (``preprocessor_config.json``; fewer is faster).
+        With ``params.tools`` the tools go into the prompt and the result carries the parsed
+        ``tool_calls`` (finish reason ``tool_calls``); streamed, the last delta carries them.
         """
         if not messages:
             raise InvalidParameterError("messages", "at least one message is needed")
-        return self._submit(self.formatter.encode_with_images(messages, images, num_crops=num_crops), params, stream)
+        params = params or self.default_params
+        tools = params.tools if params.structure.calls_tools else []
+        if not tools:
+            return self._submit(self.formatter.encode_with_images(messages, images, num_crops=num_crops), params,
+                                stream)
+        if images:
+            raise InvalidParameterError("images", "tool calls take text conversations; send images without tools")
+        result = self._submit(EncodedPrompt(self.formatter.encode_chat(messages, tools=tools)), params, stream)
+        return with_tool_calls(result) if stream else next(with_tool_calls(iter([result])))
 
     def generator(self, params: SamplingParams | None = None) -> Generator:
         """A token-by-token `Generator` (ONNX Runtime GenAI style) on a free sequence slot."""
@@ -186,7 +200,8 @@ class LLM:
         return Generator(self.runner, params or self.default_params,
                          end_token_ids=self.tokenizer.special.end_of_generation,
                          seq_id=self._free_seq_ids.pop(), on_close=self._free_seq_ids.append,
-                         constraint=make_constraint(self.tokenizer, params or self.default_params))
+                         constraint=make_constraint(self.tokenizer, params or self.default_params,
+                                                    self.runner.vocab_size))
 
     @contextmanager
     def scorer(self) -> Iterator[Scorer]:
@@ -324,6 +339,22 @@ class LLM:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def with_tool_calls(deltas: Iterator[RequestOutput]) -> Iterator[RequestOutput]:
+    """The deltas as they come; the last one also carries the complete calls parsed from the whole
+    text (and finish reason ``tool_calls`` when there are any and the reply was not cut short)."""
+    pieces = []
+    for delta in deltas:
+        pieces.append(delta.text)
+        if delta.finished and delta.finish_reason in ("stop", "length"):
+            content, calls = parse_tool_calls("".join(pieces))
+            if calls:
+                delta.tool_calls = calls
+                delta.finish_reason = "tool_calls" if delta.finish_reason == "stop" else "length"
+                if len(pieces) == 1:  # a whole result: its text is the content outside the calls
+                    delta.text = content
+        yield delta
 
 
 def _is_token_ids(prompt) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -13,6 +14,7 @@ import numpy as np
 
 from slmkit import limits
 from slmkit.errors import InvalidParameterError
+from slmkit.structure import Structure, Tool
 
 LogitsProcessor = Callable[[Sequence[int], np.ndarray], np.ndarray]
 """A user scoring hook: ``fn(token_ids, logits) -> logits``.
@@ -21,7 +23,7 @@ LogitsProcessor = Callable[[Sequence[int], np.ndarray], np.ndarray]
 ``vocab_size`` floats that the function may modify in place and must return.
 """
 
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal["stop", "length", "abort", "tool_calls"]
 
 
 @dataclass
@@ -31,6 +33,10 @@ class SamplingParams:
     Penalties follow the OpenAI / vLLM semantics: ``frequency_penalty`` and ``presence_penalty``
     count generated tokens only; ``repetition_penalty`` (CTRL-style, divides positive logits)
     covers prompt and generated tokens. ``temperature=0`` means greedy.
+
+    Output structure (enforced token by token, see `slmkit.structure`): ``response_format=
+    "json_object"``, a ``json_schema``, a ``regex``, or a Lark / GBNF ``grammar`` (one of them);
+    or ``tools`` with ``tool_choice`` (``auto``, ``none``, ``required`` or a tool's name).
     """
 
     max_tokens: int | None = 256
@@ -52,8 +58,20 @@ class SamplingParams:
     logprobs: int | None = None  # None: none; k >= 0: the sampled token's logprob and the k best
     response_format: Literal["text", "json_object"] = "text"
     speculative: Literal["off", "ngram"] | None = None  # draft tokens by prompt lookup; None: the engine's default
+    json_schema: dict[str, Any] | bool | None = None
+    regex: str | None = None
+    grammar: str | None = None  # Lark (llguidance's dialect), or GBNF (``root ::= ...``)
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: str = "auto"
+    parallel_tool_calls: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.json_schema, str):
+            try:
+                self.json_schema = json.loads(self.json_schema)
+            except ValueError as exc:
+                raise InvalidParameterError("json_schema", f"is not valid JSON: {exc}") from None
+        self.tools = [Tool.coerce(t, f"tools[{i}]") for i, t in enumerate(_as_list("tools", self.tools))]
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         self.stop = _as_list("stop", self.stop)
@@ -87,6 +105,8 @@ class SamplingParams:
                                         f"(or None for the engine's default), got {self.speculative!r}")
         if self.response_format not in ("text", "json_object"):
             raise InvalidParameterError("response_format", "must be 'text' or 'json_object'")
+        _check_bool("parallel_tool_calls", self.parallel_tool_calls)
+        self.structure.check()
         if len(self.stop) > limits.MAX_STOP_STRINGS:
             raise InvalidParameterError("stop", f"at most {limits.MAX_STOP_STRINGS} stop strings, got {len(self.stop)}")
         for i, stop in enumerate(self.stop):
@@ -111,6 +131,9 @@ class SamplingParams:
         for i, processor in enumerate(self.logits_processors):
             if not callable(processor):
                 raise InvalidParameterError(f"logits_processors[{i}]", "must be callable")
+        if self.num_beams > 1 and self.structure.grammar_text() is not None:
+            raise InvalidParameterError("num_beams", "beam search cannot follow an output format (JSON, regex, grammar "
+                                        "or tool calls); use num_beams=1")
         if self.num_beams > 1 and self.temperature not in (0, 0.0, 1.0):
             raise InvalidParameterError(
                 "num_beams", "beam search scores by log-probability; leave temperature at 0 or 1"
@@ -119,6 +142,12 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def structure(self) -> Structure:
+        """What the output's shape must be (`Structure.grammar_text` is None when it is free)."""
+        return Structure(self.response_format, self.json_schema, self.regex, self.grammar, tuple(self.tools),
+                         self.tool_choice, self.parallel_tool_calls)
 
     def end_token_ids(self, end_of_generation: frozenset[int] | set[int]) -> set[int]:
         """Tokens that end generation: ``stop_token_ids``, plus the model's end-of-turn tokens
@@ -141,9 +170,9 @@ class SamplingParams:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (no callables): what a manifest or a log line stores."""
-        return {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name != "logits_processors"
-        }
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "logits_processors"}
+        values["tools"] = [t.to_dict() for t in self.tools]
+        return values
 
 
 def _check_number(name, value, *, minimum, maximum=None, exclusive_min=False) -> None:
@@ -326,16 +355,56 @@ def _coerce_part(value: Any, where: str) -> ContentPart:
 
 
 @dataclass
+class ToolCall:
+    """A call of a tool the model made: ``arguments`` is a JSON object as text (OpenAI's shape)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def arguments_dict(self) -> dict[str, Any]:
+        """The arguments parsed (Ollama's shape); ``{}`` when they are not a JSON object."""
+        try:
+            value = json.loads(self.arguments)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+    @classmethod
+    def coerce(cls, value: "ToolCall | dict[str, Any]", where: str = "tool_calls") -> "ToolCall":
+        """From a `ToolCall`, or OpenAI's / Ollama's dict (arguments as text or as an object)."""
+        if isinstance(value, ToolCall):
+            return value
+        function = value.get("function") if isinstance(value, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InvalidParameterError(where, "each tool call needs function.name and function.arguments")
+        arguments = function.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        return cls(str(value.get("id") or f"call_{function['name']}"), function["name"], arguments)
+
+
+@dataclass
 class Message:
     """One chat message. ``content`` is text, or a list of content parts (`TextPart`,
-    `ImagePart`) as OpenAI's API has them. `text` is the text either way; `images` the images."""
+    `ImagePart`) as OpenAI's API has them. `text` is the text either way; `images` the images.
+    An assistant message may carry the `tool_calls` it made; a ``tool`` message answers the call
+    ``tool_call_id``."""
 
     role: str
     content: str | list[ContentPart]
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
 
     def __post_init__(self) -> None:
+        if self.content is None:
+            self.content = ""
         if not isinstance(self.content, str):
             self.content = [_coerce_part(part, f"content[{i}]") for i, part in enumerate(self.content)]
+        self.tool_calls = [ToolCall.coerce(c, f"tool_calls[{i}]") for i, c in enumerate(self.tool_calls or [])]
 
     @classmethod
     def coerce(cls, value: "Message | dict[str, Any]") -> "Message":
@@ -346,10 +415,14 @@ class Message:
         role, content = value.get("role"), value.get("content")
         if not isinstance(role, str) or not role:
             raise InvalidParameterError("messages", "each message needs a non-empty 'role'")
+        tool_calls = value.get("tool_calls") or []
+        if content is None and tool_calls:
+            content = ""
         if not isinstance(content, (str, list, tuple)):
             raise InvalidParameterError("messages", "message content must be text or a list of content parts, "
                                         f"got {content!r}")
-        return cls(role=role, content=content if isinstance(content, str) else list(content))
+        return cls(role=role, content=content if isinstance(content, str) else list(content),
+                   tool_calls=list(tool_calls), tool_call_id=value.get("tool_call_id"))
 
     @property
     def text(self) -> str:
@@ -365,8 +438,14 @@ class Message:
     def to_dict(self) -> dict[str, Any]:
         """OpenAI's shape: content as text, or as a list of part dicts when it is one."""
         if isinstance(self.content, str):
-            return {"role": self.role, "content": self.content}
-        return {"role": self.role, "content": [part.to_dict() for part in self.content]}
+            data: dict[str, Any] = {"role": self.role, "content": self.content}
+        else:
+            data = {"role": self.role, "content": [part.to_dict() for part in self.content]}
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_dict() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        return data
 
 
 def refuse_images(messages: Sequence[Message], model: str) -> None:
@@ -429,6 +508,7 @@ class RequestOutput:
     index: int = 0  # which of several completions (beams, n > 1)
     logprobs: list[TokenLogprob] | None = None  # one per token in token_ids, if asked for
     error: Exception | None = None  # set on the last output when the engine failed the request
+    tool_calls: list[ToolCall] = field(default_factory=list)  # on a whole result: the calls parsed from text
 
     @property
     def finished(self) -> bool:

@@ -45,21 +45,21 @@ def test_keep_alive_refuses_what_ollama_refuses(value):
 
 def test_options_map_onto_sampling_params_over_the_model_defaults():
     defaults = SamplingParams(temperature=0.2, top_p=0.9)
-    params, asked = sampling_params({}, defaults, default_max_tokens=None, json_mode=False, logprobs=None)
+    params, asked = sampling_params({}, defaults, default_max_tokens=None, structure={}, logprobs=None)
     assert (params.temperature, params.top_p, params.max_tokens, asked) == (0.2, 0.9, None, None)
     options = {"num_predict": 12, "temperature": 0, "top_k": 40, "repeat_penalty": 1.1, "seed": 7, "stop": ["\n"],
                "min_p": 0.05, "presence_penalty": 0.5, "frequency_penalty": 0.25, "num_ctx": 4096, "mirostat": 0,
                "typical_p": 1.0, "use_mmap": True, "not_an_option": "ignored"}
-    params, asked = sampling_params(options, defaults, default_max_tokens=None, json_mode=True, logprobs=2)
+    params, asked = sampling_params(options, defaults, default_max_tokens=None, structure={"response_format": "json_object"}, logprobs=2)
     assert (params.max_tokens, asked, params.temperature, params.top_k, params.top_p) == (12, 12, 0.0, 40, 0.9)
     assert (params.repetition_penalty, params.seed, params.stop, params.min_p) == (1.1, 7, ["\n"], 0.05)
     assert (params.presence_penalty, params.frequency_penalty) == (0.5, 0.25)
     assert params.response_format == "json_object" and params.logprobs == 2
     params, asked = sampling_params({"num_predict": -1, "seed": -1, "top_k": -1}, defaults,
-                                    default_max_tokens=256, json_mode=False, logprobs=None)
+                                    default_max_tokens=256, structure={}, logprobs=None)
     assert (params.max_tokens, asked, params.seed, params.top_k) == (None, None, None, 0)
     params, _ = sampling_params({"num_predict": -2, "temperature": None}, defaults, default_max_tokens=256,
-                                json_mode=False, logprobs=None)
+                                structure={}, logprobs=None)
     assert params.max_tokens is None and params.temperature == 0.2
 
 
@@ -71,7 +71,7 @@ def test_options_map_onto_sampling_params_over_the_model_defaults():
 ])
 def test_wrong_option_types_and_values_name_the_option(options, where):
     with pytest.raises(InvalidParameterError) as caught:
-        sampling_params(options, SamplingParams(), default_max_tokens=None, json_mode=False, logprobs=None)
+        sampling_params(options, SamplingParams(), default_max_tokens=None, structure={}, logprobs=None)
     assert caught.value.param == where and caught.value.message.startswith(where + ": ")
 
 
@@ -309,10 +309,10 @@ BAD_INPUTS = [
     ("/api/chat", {"messages": FOUR}, 400, "model"),
     ("/api/chat", {**CHAT, "messages": "hi"}, 400, "messages"),
     ("/api/chat", {**CHAT, "messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]}, 400, "images"),
-    ("/api/chat", {**CHAT, "format": {"type": "object", "properties": {"a": {"type": "string"}}}}, 400,
-     "JSON schema"),
+    ("/api/chat", {**CHAT, "format": {"type": "object", "properties": {"a": {"$ref": "#/nope"}}}}, 400,
+     "nope"),
     ("/api/chat", {**CHAT, "format": "xml"}, 400, "format"),
-    ("/api/chat", {**CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
+    ("/api/chat", {**CHAT, "tools": [{"type": "function", "function": {"name": "no spaces"}}]}, 400, "tools"),
     ("/api/chat", {**CHAT, "stream": "yes"}, 400, "stream"),
     ("/api/chat", {**CHAT, "keep_alive": "soon"}, 400, "keep_alive"),
     ("/api/generate", {"model": "smollm2", "prompt": "hi", "images": ["aGk="]}, 400, "images"),

@@ -171,7 +171,8 @@ BAD_INPUTS = [
     ("POST", "/v1/chat/completions", {"model": "smollm2", "messages": TWO_PLUS_TWO, "logit_bias": {"x": 1}}, 400,
      "logit_bias"),
     ("POST", "/v1/chat/completions", {"model": "smollm2", "messages": TWO_PLUS_TWO,
-                                      "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
+                                      "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                                          "type": "object", "uniqueItems": True}}}]}, 400, "tools"),
     ("POST", "/v1/completions", {"model": "smollm2", "prompt": "word " * 3000}, 400, None),
     ("POST", "/v1/completions", {"model": "smollm2", "prompt": [10**9]}, 400, "prompt"),
     ("POST", "/v1/completions", {"model": "smollm2", "prompt": ""}, 400, "prompt"),

@@ -22,7 +22,9 @@ def run(
     frequency_penalty: opt.FrequencyPenalty = None, presence_penalty: opt.PresencePenalty = None,
     seed: opt.Seed = None, stop: opt.Stop = None, stop_token_id: opt.StopTokenIds = None,
     logit_bias: opt.LogitBias = None, num_beams: opt.NumBeams = None, length_penalty: opt.LengthPenalty = None,
-    ignore_eos: opt.IgnoreEos = False, context_length: opt.ContextLength = None, threads: opt.Threads = None,
+    ignore_eos: opt.IgnoreEos = False, format: opt.Format = None, json_schema: opt.JsonSchema = None,
+    regex: opt.Regex = None, grammar: opt.Grammar = None,
+    context_length: opt.ContextLength = None, threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     quantize: opt.Quantize = "none",
     speculative: opt.Speculative = "off", verbose: opt.Verbose = False, image: opt.Images = None, video: opt.Video = None, frames: opt.Frames = 8,
@@ -41,7 +43,7 @@ def run(
 
     flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
-                              num_beams, length_penalty, ignore_eos)
+                              num_beams, length_penalty, ignore_eos, format, json_schema, regex, grammar)
     llm = load_llm(model, context_length, threads, system, backend, dtype, device, quantize, speculative)
     session = ChatSession(llm, flags.apply(llm.default_params), verbose=verbose, system=llm.system_prompt,
                           num_crops=num_crops)
@@ -68,7 +70,9 @@ def generate(
     frequency_penalty: opt.FrequencyPenalty = None, presence_penalty: opt.PresencePenalty = None,
     seed: opt.Seed = None, stop: opt.Stop = None, stop_token_id: opt.StopTokenIds = None,
     logit_bias: opt.LogitBias = None, num_beams: opt.NumBeams = None, length_penalty: opt.LengthPenalty = None,
-    ignore_eos: opt.IgnoreEos = False, context_length: opt.ContextLength = None, threads: opt.Threads = None,
+    ignore_eos: opt.IgnoreEos = False, format: opt.Format = None, json_schema: opt.JsonSchema = None,
+    regex: opt.Regex = None, grammar: opt.Grammar = None,
+    context_length: opt.ContextLength = None, threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     quantize: opt.Quantize = "none",
     speculative: opt.Speculative = "off", verbose: opt.Verbose = False,
@@ -78,7 +82,7 @@ def generate(
 
     flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
-                              num_beams, length_penalty, ignore_eos)
+                              num_beams, length_penalty, ignore_eos, format, json_schema, regex, grammar)
     llm = load_llm(model, context_length, threads, None, backend, dtype, device, quantize, speculative)
     params = flags.apply(llm.default_params)
     result = print_stream(llm.generate(prompt, params, stream=True), sys.stdout)

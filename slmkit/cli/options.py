@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -28,6 +29,11 @@ LogitBias = Annotated[Optional[list[str]], typer.Option("--logit-bias", help="TO
 NumBeams = Annotated[Optional[int], typer.Option(help="Beam search with this many beams.", rich_help_panel=_S)]
 LengthPenalty = Annotated[Optional[float], typer.Option(help="Beam score = logprob / length^penalty.", rich_help_panel=_S)]
 IgnoreEos = Annotated[bool, typer.Option("--ignore-eos", help="Keep generating past end-of-turn.", rich_help_panel=_S)]
+_F = "Output format"
+Format = Annotated[Optional[str], typer.Option("--format", help="json: the answer is one JSON object.", rich_help_panel=_F)]
+JsonSchema = Annotated[Optional[str], typer.Option("--json-schema", help="FILE with a JSON Schema the answer follows.", rich_help_panel=_F)]
+Regex = Annotated[Optional[str], typer.Option("--regex", help="The answer matches this regular expression.", rich_help_panel=_F)]
+Grammar = Annotated[Optional[str], typer.Option("--grammar", help="FILE with a Lark or GBNF grammar the answer follows.", rich_help_panel=_F)]
 ContextLength = Annotated[Optional[int], typer.Option(help="KV cache size in tokens (default: model's, max 8192).", rich_help_panel=_M)]
 Backend = Annotated[str, typer.Option(help="Engine: auto (llama.cpp for GGUF, ONNX Runtime GenAI for ONNX folders, torch for HF folders), llamacpp, ortgenai or torch.", rich_help_panel=_M)]
 Dtype = Annotated[str, typer.Option(help="torch engine weights: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.", rich_help_panel=_M)]
@@ -63,6 +69,10 @@ class SamplingFlags:
     num_beams: int | None = None
     length_penalty: float | None = None
     ignore_eos: bool = False
+    format: str | None = None  # output format flags: what they name, read by `apply`
+    json_schema: str | None = None  # a file
+    regex: str | None = None
+    grammar: str | None = None  # a file
 
     def apply(self, defaults: SamplingParams) -> SamplingParams:
         changes: dict[str, Any] = {}
@@ -70,8 +80,22 @@ class SamplingFlags:
             value = getattr(self, f.name)
             if value is None or value == [] or (f.name == "ignore_eos" and not value):
                 continue
-            changes[f.name] = parse_logit_bias(value) if f.name == "logit_bias" else value
+            if f.name == "format":
+                if value != "json":
+                    raise InvalidParameterError("--format", f"the one format is 'json', got {value!r}")
+                changes["response_format"] = "json_object"
+            elif f.name in ("json_schema", "grammar"):
+                changes[f.name] = _read_file(f"--{f.name.replace('_', '-')}", value)
+            else:
+                changes[f.name] = parse_logit_bias(value) if f.name == "logit_bias" else value
         return defaults.updated(**changes)
+
+
+def _read_file(flag: str, path: str) -> str:
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidParameterError(flag, f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def parse_logit_bias(items: list[str]) -> dict[int, float]:

@@ -27,7 +27,7 @@ from slmkit.engine.sequence import Sequence, check_prompt_tokens
 from slmkit.engine.speculative import NgramProposer, verify_sampled
 from slmkit.engine.text_stream import TextStream
 from slmkit.errors import InvalidParameterError, SlmkitError
-from slmkit.sampling import Sampler, make_constraint
+from slmkit.sampling import Sampler, apply_masks, fill_masks, make_constraint
 from slmkit.sampling.sampler import log_softmax, top_logprobs
 from slmkit.types import RequestOutput, SamplingParams, Timings, TokenLogprob, Usage
 
@@ -66,7 +66,8 @@ class _Active:
 class Engine:
     def __init__(self, runner: Runner, tokenizer: Tokenizer, *, max_batch_tokens: int | None = None,
                  prefix_caching: bool = True, max_chunk_per_sequence: int | None = None,
-                 speculative: str = "off", max_draft_tokens: int = limits.DEFAULT_DRAFT_TOKENS):
+                 speculative: str = "off", max_draft_tokens: int = limits.DEFAULT_DRAFT_TOKENS,
+                 fast_forward: bool = True):
         if speculative not in limits.SPECULATIVE_MODES:
             raise InvalidParameterError("speculative", f"must be one of {', '.join(limits.SPECULATIVE_MODES)}, "
                                         f"got {speculative!r}")
@@ -78,6 +79,8 @@ class Engine:
         self.max_draft_tokens = max_draft_tokens
         self.runner = runner
         self.tokenizer = tokenizer
+        # Tokens an output format forces are appended unsampled and run as one chunk.
+        self.fast_forward = fast_forward
         self.scheduler = Scheduler(SchedulerConfig(
             max_sequences=runner.max_sequences,
             max_batch_tokens=min(max_batch_tokens or runner.max_batch_tokens, runner.max_batch_tokens),
@@ -107,7 +110,8 @@ class Engine:
         max_length = context if params.max_tokens is None else min(context, len(ids) + params.max_tokens)
         seq = Sequence(request.request_id, list(ids), params, embeddings=list(request.embeddings))
         try:
-            sampler = Sampler(params, self.runner.vocab_size, make_constraint(self.tokenizer, params))
+            sampler = Sampler(params, self.runner.vocab_size,
+                              make_constraint(self.tokenizer, params, self.runner.vocab_size))
             text = TextStream(self.tokenizer.token_bytes, params.stop)
         except Exception as exc:  # noqa: BLE001 - one bad request is refused, the engine goes on
             raise _as_slmkit_error(exc, "this request could not start") from exc
@@ -119,9 +123,9 @@ class Engine:
 
     def _proposer(self, params: SamplingParams, sampler: Sampler) -> NgramProposer | None:
         mode = params.speculative or self.speculative
-        # A sampled draw under a grammar would need the masked distribution in the acceptance
-        # rule; such requests decode one token at a time (greedy ones verify through the grammar).
-        if mode == "off" or (sampler.constraint is not None and not params.greedy):
+        # Requests under an output format decode one token at a time: their matcher advances per
+        # sampled token (and forced tokens are fast-forwarded), so drafts would need its rollback.
+        if mode == "off" or sampler.constraint is not None:
             return None
         return NgramProposer(max_draft=self.max_draft_tokens)
 
@@ -258,25 +262,74 @@ class Engine:
             self.runner.copy_prefix(op.src, op.slot, op.length)
 
     def _sample_all(self, sampled: list[tuple["_Active", int]], logits: np.ndarray) -> None:
-        """Plain greedy rows in one vectorized argmax; the rest row by row."""
+        """Plain greedy rows in one vectorized argmax; constrained rows masked together (masks
+        computed in parallel, applied in one step); then each row sampled on its own."""
         greedy_rows = [row for active, row in sampled if active.plain_greedy]
         argmax = logits[greedy_rows].argmax(axis=1) if len(greedy_rows) > 1 else None
         tokens = dict(zip(greedy_rows, argmax.tolist())) if argmax is not None else {}
+        masked = self._mask_constrained(sampled, logits)
         for active, row in sampled:
             seq = active.seq
+            if seq.request_id not in self._active:  # failed while masking
+                continue
             # Sampling, the user's logits processors and detokenization run per request: whatever
             # one of them raises fails that request only.
             try:
                 token = tokens.get(row)
                 if token is None:
-                    token = active.sampler.sample(logits[row], seq.tokens, seq.num_prompt)
+                    if row in masked:
+                        allowed, masked_row = masked[row]
+                        token = active.sampler.sample(masked_row, seq.tokens, seq.num_prompt, allowed=allowed)
+                    else:
+                        token = active.sampler.sample(logits[row], seq.tokens, seq.num_prompt)
                 logprob = None
                 if seq.params.logprobs is not None:
                     logprob = _token_logprob(logits[row], token, seq.params.logprobs)
                 self._on_token(active, token, logprob)
+                if active.sampler.constraint is not None and seq.request_id in self._active:
+                    self._after_constrained(active)
             except Exception as exc:  # noqa: BLE001 - reported to that request
                 if seq.request_id in self._active:
                     self._finish(active, "abort", error=_as_slmkit_error(exc, "generation failed"))
+
+    def _mask_constrained(self, sampled: list[tuple["_Active", int]], logits: np.ndarray
+                          ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{row: (allowed, masked logits)}`` for the rows under an output format. A grammar
+        failing here fails its own request only."""
+        rows = [(active, row) for active, row in sampled if active.sampler.constraint is not None]
+        if not rows:
+            return {}
+        started = time.perf_counter()
+        try:
+            allowed = fill_masks([active.sampler.constraint for active, _ in rows])
+        except Exception as exc:  # noqa: BLE001 - the batch's grammars failed together: fail those requests
+            for active, _ in rows:
+                self._finish(active, "abort", error=_as_slmkit_error(exc, "the output format failed"))
+            return {}
+        masked = apply_masks(logits[[row for _, row in rows]], allowed)
+        self.stats.mask_seconds += time.perf_counter() - started
+        self.stats.masked += len(rows)
+        return {row: (allowed[i], masked[i]) for i, (_, row) in enumerate(rows)}
+
+    def _after_constrained(self, active: _Active) -> None:
+        """A complete structure ends the request; tokens the grammar forces go in unsampled."""
+        constraint, seq = active.sampler.constraint, active.seq
+        if constraint.done:
+            self._finish(active, "stop")
+            return
+        if not self.fast_forward:
+            return
+        forced = constraint.forced_tokens()[: active.max_length - len(seq.tokens)]
+        if not forced:
+            return
+        constraint.accept_forced(forced)
+        self.stats.forced += len(forced)
+        for token in forced:
+            self._on_token(active, token, None)
+            if seq.request_id not in self._active:
+                return
+        if constraint.done:
+            self._finish(active, "stop")
 
     def _on_token(self, active: _Active, token: int, logprob: TokenLogprob | None) -> None:
         seq = active.seq
@@ -344,6 +397,9 @@ class EngineStats:
     @property
     def acceptance_rate(self) -> float:
         return self.accepted / self.drafted if self.drafted else 0.0
+    mask_seconds: float = 0.0  # computing and applying output-format masks (part of sample_seconds)
+    masked: int = 0  # rows sampled under an output format
+    forced: int = 0  # tokens an output format forced (fast-forwarded, never sampled)
 
     def record(self, tokens: int, sampled: int, schedule: float, forward: float, sample: float) -> None:
         self.steps += 1

@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Iterable, Iterator, Protocol, runtime_che
 
 from slmkit.errors import InvalidParameterError, ProviderError
 from slmkit.providers.http import HttpCall, HttpTransport, shared_transport
-from slmkit.types import Message, RequestOutput, SamplingParams, Timings, Usage
+from slmkit.types import Message, RequestOutput, SamplingParams, Timings, ToolCall, Usage
 
 
 @dataclass
@@ -81,7 +81,23 @@ WHY_NOT_OVER_HTTP = {
     "logits_processors": "they are Python functions and cannot be sent to a remote API",
     "num_beams": "no remote API offers beam search; use a local model for num_beams > 1",
     "logprobs": "remote APIs return token text, not token ids; use a local model for logprobs",
+    "regex": "remote APIs take JSON Schemas, not regexes; use a local model for regex output",
+    "grammar": "remote APIs take JSON Schemas, not grammars; use a local model for grammar output",
 }
+
+
+def wire_schema(schema: Any) -> Any:
+    """A JSON Schema as sent to a provider: without llguidance's own ``x-guidance`` options."""
+    if isinstance(schema, dict):
+        return {k: v for k, v in schema.items() if k != "x-guidance"}
+    return schema
+
+
+def wire_tool_choice(params: SamplingParams) -> Any:
+    """OpenAI's ``tool_choice``: a mode, or ``{"type": "function", "function": {"name"}}``."""
+    if params.tool_choice in ("auto", "none", "required"):
+        return params.tool_choice
+    return {"type": "function", "function": {"name": params.tool_choice}}
 
 
 def refuse_unsupported(provider: str, params: SamplingParams, unsupported: dict[str, str]) -> None:
@@ -146,6 +162,7 @@ class StreamParser:
         self.finish: str | None = None
         self.usage: Usage | None = None
         self.timings: Timings | None = None  # the server's own, when it reports them
+        self.tool_calls: list[ToolCall] = []  # the calls the model made, as the stream built them
 
     def feed(self, line: str) -> Iterable[RequestOutput]:
         """Outputs for one line of the body; raises `ProviderError` for an error the stream carries."""
@@ -174,7 +191,11 @@ class StreamParser:
                 f"{self.provider} ended the stream before the model finished "
                 f"({self.builder.text_chars} characters had arrived)", provider=self.provider,
                 code="stream_interrupted")
-        return self.builder.final(self.finish or "stop", self.usage, self.timings)
+        final = self.builder.final(self.finish or "stop", self.usage, self.timings)
+        final.tool_calls = list(self.tool_calls)
+        if self.tool_calls and final.finish_reason == "stop":
+            final.finish_reason = "tool_calls"
+        return final
 
     def aborted(self) -> RequestOutput:
         return self.builder.final("abort", self.usage)

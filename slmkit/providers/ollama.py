@@ -10,6 +10,7 @@ message's ``images``.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,9 +24,11 @@ from slmkit.providers.base import (
     finish_reason,
     join_url,
     refuse_unsupported,
+    wire_schema,
 )
 from slmkit.providers.http import ErrorHints, HttpCall, HttpTransport
-from slmkit.types import Message, RequestOutput, Timings, Usage
+from slmkit.text.tool_calls import new_call_id
+from slmkit.types import Message, RequestOutput, Timings, ToolCall, Usage
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 
@@ -92,6 +95,12 @@ class OllamaProvider(HttpProvider):
         body["options"] = options(request)
         if request.params.response_format == "json_object":
             body["format"] = "json"
+        elif request.params.json_schema is not None:
+            body["format"] = wire_schema(request.params.json_schema)
+        if request.params.tools and request.params.tool_choice != "none":
+            if request.params.tool_choice != "auto":
+                raise InvalidParameterError("tool_choice", "Ollama decides itself whether to call a tool: use 'auto'")
+            body["tools"] = [t.to_dict() for t in request.params.tools]
         extra = dict(request.extra_body)
         if isinstance(extra.get("options"), dict):  # more options (num_ctx, ...) join ours
             body["options"].update(extra.pop("options"))
@@ -112,6 +121,9 @@ class OllamaProvider(HttpProvider):
 def ollama_message(message: Message, index: int) -> dict[str, Any]:
     """Ollama's message: the text as ``content`` and images as bare base64 in ``images``."""
     wire: dict[str, Any] = {"role": message.role, "content": message.text}
+    if message.tool_calls:
+        wire["tool_calls"] = [{"function": {"name": c.name, "arguments": c.arguments_dict()}}
+                              for c in message.tool_calls]
     if message.images:
         for image in message.images:
             if not image.is_data_url:
@@ -152,7 +164,13 @@ class NdjsonParser(StreamParser):
         if chunk.get("error") is not None:
             raise ProviderError(f"{self.provider} failed in the middle of the answer: {chunk['error']}",
                                 provider=self.provider, code="provider_stream_error")
-        text = (chunk.get("message") or {}).get("content") if self.chat else chunk.get("response")
+        message = chunk.get("message") or {}
+        text = message.get("content") if self.chat else chunk.get("response")
+        for call in message.get("tool_calls") or []:  # Ollama sends each call whole
+            function = call.get("function") or {}
+            arguments = function.get("arguments", {})
+            self.tool_calls.append(ToolCall(call.get("id") or new_call_id(), str(function.get("name", "")),
+                                            arguments if isinstance(arguments, str) else json.dumps(arguments)))
         outputs = self.builder.delta(text)
         if chunk.get("done"):
             self.done = True

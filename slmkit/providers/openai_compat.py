@@ -27,9 +27,12 @@ from slmkit.providers.base import (
     finish_reason,
     join_url,
     refuse_unsupported,
+    wire_schema,
+    wire_tool_choice,
 )
 from slmkit.providers.http import ErrorHints, HttpCall, HttpTransport, upstream_message
-from slmkit.types import RequestOutput, Usage
+from slmkit.text.tool_calls import new_call_id
+from slmkit.types import RequestOutput, ToolCall, Usage
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -143,6 +146,15 @@ class OpenAICompatProvider(HttpProvider):
             body["logit_bias"] = {str(token): bias for token, bias in p.logit_bias.items()}
         if p.response_format == "json_object":
             body["response_format"] = {"type": "json_object"}
+        elif p.json_schema is not None:
+            strict = not (isinstance(p.json_schema, dict) and (p.json_schema.get("x-guidance") or {}).get("lenient"))
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "output", "schema": wire_schema(p.json_schema), "strict": strict}}
+        if p.tools:
+            body["tools"] = [t.to_dict() for t in p.tools]
+            body["tool_choice"] = wire_tool_choice(p)
+            if not p.parallel_tool_calls:
+                body["parallel_tool_calls"] = False
         if self.sends_vllm_extras():
             if p.top_k:
                 body["top_k"] = p.top_k
@@ -206,13 +218,28 @@ class SseParser(StreamParser):
             if choice.get("index", 0) != 0:
                 continue
             if self.chat:
-                text = (choice.get("delta") or {}).get("content")
+                delta = choice.get("delta") or {}
+                text = delta.get("content")
+                self._add_tool_calls(delta.get("tool_calls") or [])
             else:
                 text = choice.get("text")
             outputs += self.builder.delta(text)
             if choice.get("finish_reason"):
                 self.finish = finish_reason(choice["finish_reason"])
         return outputs
+
+
+    def _add_tool_calls(self, deltas: list[dict]) -> None:
+        """OpenAI's call deltas: the first of an index brings id and name, the rest add arguments."""
+        for delta in deltas:
+            index = delta.get("index", len(self.tool_calls))
+            function = delta.get("function") or {}
+            while len(self.tool_calls) <= index:
+                self.tool_calls.append(ToolCall("", "", ""))
+            call = self.tool_calls[index]
+            call.id = delta.get("id") or call.id or new_call_id()
+            call.name = function.get("name") or call.name
+            call.arguments += function.get("arguments") or ""
 
 
 class OpenAIProvider(OpenAICompatProvider):

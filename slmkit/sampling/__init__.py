@@ -9,12 +9,14 @@ from slmkit.sampling.processors import (
     make_logits_processors,
     make_logits_warpers,
 )
-from slmkit.sampling.json_constraint import GrammarConstraint, make_constraint
+from slmkit.sampling.grammar import GrammarConstraint, apply_masks, fill_masks, make_constraint
 from slmkit.sampling.sampler import Sampler, log_softmax, top_logprobs
 
 __all__ = [
     "Beam",
     "GrammarConstraint",
+    "apply_masks",
+    "fill_masks",
     "make_constraint",
     "Processor",
     "Sampler",

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from slmkit.errors import InvalidRequestError
+from slmkit.sampling.grammar import GrammarConstraint, apply_masks
 from slmkit.sampling.processors import (
     apply_processors,
     apply_warpers,
@@ -32,36 +33,46 @@ class Sampler:
     sequences share the batch.
     """
 
-    def __init__(self, params: SamplingParams, vocab_size: int, constraint=None):
+    def __init__(self, params: SamplingParams, vocab_size: int, constraint: GrammarConstraint | None = None):
         self.params = params
         self.vocab_size = vocab_size
-        self.constraint = constraint  # e.g. a GrammarConstraint for response_format json_object
+        self.constraint = constraint  # the output format's grammar, if the request has one
         self.processors = make_logits_processors(params, vocab_size)
         self.warpers = [] if params.greedy else make_logits_warpers(params)
         self.rng = np.random.default_rng(params.seed)
 
-    def sample(self, logits: np.ndarray, token_ids: Sequence[int], prompt_len: int) -> int:
+    def sample(self, logits: np.ndarray, token_ids: Sequence[int], prompt_len: int, *,
+               allowed: np.ndarray | None = None) -> int:
         """The next token id.
 
         `logits` is the sequence's row of next-token logits (never modified: it may be the
         runner's memory); `token_ids` is the whole sequence so far, the first `prompt_len` of
-        them the prompt.
+        them the prompt. With a constraint, `allowed` is its mask when the caller computed it
+        for the whole batch (`grammar.fill_masks`) and already applied it to `logits`
+        (`grammar.apply_masks`); else the sampler does both.
         """
-        token = self._pick(logits, token_ids, prompt_len)
-        if self.constraint is not None:
-            if not self.constraint.allows(token):
-                token = self._pick_constrained(logits, token_ids, prompt_len)
-            self.constraint.accept(token)
+        if self.constraint is None:
+            return self._pick(logits, token_ids, prompt_len)
+        if allowed is None:
+            allowed = self.constraint.allowed()
+            logits = apply_masks(logits[None], allowed[None])[0]
+        token = self._pick_constrained(logits, allowed, token_ids, prompt_len)
+        self.constraint.accept(token)
         return token
 
-    def _pick_constrained(self, logits: np.ndarray, token_ids: Sequence[int], prompt_len: int) -> int:
-        """The pick from the grammar's tokens only: the mask goes on before top-k / top-p / min-p
-        truncate, so truncation chooses among allowed tokens and can never leave none."""
-        row = np.array(logits, dtype=np.float32)
-        row = apply_processors(self.processors, row, token_ids, prompt_len)
-        row = self.constraint.mask(row)
+    def _pick_constrained(self, logits: np.ndarray, allowed: np.ndarray, token_ids: Sequence[int],
+                          prompt_len: int) -> int:
+        """The pick from the grammar's tokens only (`logits` arrive masked): the mask goes on before
+        top-k / top-p / min-p truncate, so truncation chooses among allowed tokens and can never
+        leave none."""
+        if not allowed.any():
+            raise InvalidRequestError("the output format allows no token here: "
+                                      f"{self.constraint.matcher.get_error() or 'the grammar is stuck'}",
+                                      param="response_format")
+        row = apply_processors(self.processors, np.array(logits, dtype=np.float32), token_ids, prompt_len)
         if row.max() == -np.inf:
-            raise InvalidRequestError("the output format allows no token here", param="response_format")
+            raise InvalidRequestError("logit_bias / logits_processors removed every token the output format "
+                                      "allows here", param="logit_bias")
         if self.params.greedy:
             return int(np.argmax(row))
         return _draw(_unnormalized_probs(apply_warpers(self.warpers, row)), self.rng.random())

@@ -12,7 +12,7 @@ from slmkit.backends.base import EmbeddingSpan
 from slmkit.errors import RequestTimeoutError
 from slmkit.server.metrics import Metrics
 from slmkit.server.models import ServedModel
-from slmkit.types import RequestOutput, SamplingParams, TokenLogprob, Usage
+from slmkit.types import RequestOutput, SamplingParams, TokenLogprob, ToolCall, Usage
 
 
 def new_id(prefix: str) -> str:
@@ -69,6 +69,7 @@ class Completion:
     usage: Usage = field(default_factory=Usage)
     ttft: float = 0.0
     decode_seconds: float = 0.0
+    tool_calls: list[ToolCall] = field(default_factory=list)  # parsed by a remote provider
 
 
 async def collect(deltas: AsyncIterator[RequestOutput]) -> Completion:
@@ -80,6 +81,7 @@ async def collect(deltas: AsyncIterator[RequestOutput]) -> Completion:
             done.token_ids.extend(out.token_ids)
             if out.logprobs:
                 done.logprobs.extend(out.logprobs)
+            done.tool_calls.extend(out.tool_calls)
             if out.finished:
                 done.finish_reason = out.finish_reason
                 done.usage = out.usage

@@ -20,12 +20,13 @@ from slmkit.backends.loading import load_model
 from slmkit.engine.async_engine import AsyncEngine
 from slmkit.engine.engine import Engine, Request
 from slmkit.engine.sequence import check_fits
-from slmkit.errors import InvalidRequestError, ModelNotFoundError, RateLimitError
+from slmkit.errors import InvalidParameterError, InvalidRequestError, ModelNotFoundError, RateLimitError
 from slmkit.providers.registry import get_provider, parse_model_string
 from slmkit.server.config import ServerConfig
 from slmkit.server.remote import RemoteModel
 from slmkit.store.manifest import Manifest
 from slmkit.store.store import ModelStore, check_reference, looks_like_path, shown
+from slmkit.structure import Tool
 from slmkit.text.prompt import EncodedPrompt, PromptFormatter
 from slmkit.types import Message, RequestOutput, SamplingParams
 
@@ -97,12 +98,16 @@ class ServedModel:
             self.active_requests -= 1
             self.last_used = time.monotonic()
 
-    async def encode_chat(self, messages: list[Message], num_crops: int | None = None) -> EncodedPrompt:
+    async def encode_chat(self, messages: list[Message], num_crops: int | None = None,
+                          tools: Sequence[Tool] = ()) -> EncodedPrompt:
         """Tokens (and image rows) of a conversation; images are decoded and run through the vision
-        tower on a worker thread, so the event loop keeps serving meanwhile."""
+        tower on a worker thread, so the event loop keeps serving meanwhile. `tools` go into the
+        prompt (text conversations only)."""
         if any(m.images for m in messages):
+            if tools:
+                raise InvalidParameterError("tools", "tool calls take text conversations; send images without tools")
             return await asyncio.to_thread(self.formatter.encode_with_images, messages, num_crops=num_crops)
-        return EncodedPrompt(self.formatter.encode_chat(messages))
+        return EncodedPrompt(self.formatter.encode_chat(messages, tools=tools))
 
     def close(self) -> None:
         self.engine.stop(drain=False, timeout=30)

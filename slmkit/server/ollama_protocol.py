@@ -29,7 +29,8 @@ from slmkit.errors import InvalidParameterError
 from slmkit.server.protocol import JsonInt
 from slmkit.store.gguf_info import format_parameters
 from slmkit.store.manifest import Manifest
-from slmkit.types import ImagePart, Message, SamplingParams, TextPart, image_media_type
+from slmkit.structure import Tool
+from slmkit.types import ImagePart, Message, SamplingParams, TextPart, ToolCall, image_media_type
 
 log = logging.getLogger("slmkit.server")
 
@@ -139,7 +140,7 @@ def check_options(options: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def sampling_params(options: dict[str, Any] | None, defaults: SamplingParams, *,
-                    default_max_tokens: int | None, json_mode: bool,
+                    default_max_tokens: int | None, structure: dict[str, Any],
                     logprobs: int | None) -> tuple[SamplingParams, int | None]:
     """The request's SamplingParams (options over the model's defaults) and the ``num_predict``
     the caller gave (None when not given), which the context check names."""
@@ -155,25 +156,24 @@ def sampling_params(options: dict[str, Any] | None, defaults: SamplingParams, *,
         elif key == "top_k":
             value = max(0, value)
         changes[SAMPLING_FIELDS[key]] = value
-    if json_mode:
-        changes["response_format"] = "json_object"
     try:
-        return defaults.updated(**changes), asked_max
+        params = defaults.updated(**changes)
     except InvalidParameterError as exc:
         detail = exc.message[len(exc.param) + 2:] if exc.param else exc.message
         option = OPTION_OF_FIELD.get(exc.param or "", exc.param)
         raise InvalidParameterError(f"options.{option}", detail) from None
+    return params.updated(**structure), asked_max
 
 
-def json_mode(fmt: Any) -> bool:
-    """``format``: "" or null for text, "json" for JSON mode; JSON schemas are not supported."""
+def output_format(fmt: Any) -> dict[str, Any]:
+    """``format``: "" or null for text, "json" for any JSON object, or a JSON Schema object; as
+    `SamplingParams` changes."""
     if fmt is None or fmt == "":
-        return False
+        return {}
     if fmt == "json":
-        return True
+        return {"response_format": "json_object"}
     if isinstance(fmt, dict):
-        raise InvalidParameterError("format", "JSON schema output is not supported yet; use \"json\" "
-                                    "for JSON mode and describe the fields in the prompt")
+        return {"json_schema": fmt}
     raise InvalidParameterError("format", f"must be \"json\" or a JSON schema object, got {_json(fmt)}")
 
 
@@ -209,7 +209,7 @@ class GenerationRequest(_Body):
     def check_common(self) -> None:
         require_model(self.model)
         check_stream(self.stream)
-        json_mode(self.format)
+        output_format(self.format)
 
 
 class ChatMessage(_Body):
@@ -227,18 +227,31 @@ class ChatRequest(GenerationRequest):
 
     def check_supported(self) -> None:
         self.check_common()
+        self.tool_list()
+
+    def tool_list(self) -> list[Tool]:
+        return [Tool.coerce(t, f"tools[{i}]") for i, t in enumerate(self.tools or [])]
+
+    def structure(self) -> dict[str, Any]:
+        """Output-format and tool changes for `SamplingParams` (Ollama has no tool_choice: auto)."""
+        changes = output_format(self.format)
         if self.tools:
-            raise InvalidParameterError("tools", "tool calling is not supported by this server yet")
-        for i, message in enumerate(self.messages or []):
-            if message.tool_calls:
-                raise InvalidParameterError(f"messages[{i}].tool_calls", "tool calling is not supported by "
-                                            "this server yet")
+            changes.update(tools=self.tool_list(), tool_choice="auto")
+        return changes
 
     def to_messages(self) -> list[Message]:
         """Our messages; ``images`` become image parts after the text (a text-only model refuses
-        them when its chat template is applied)."""
-        return [_message(m.role, m.content or "", m.images, f"messages[{i}].images")
-                for i, m in enumerate(self.messages or [])]
+        them when its chat template is applied); tool calls and results keep their links."""
+        messages = []
+        for i, m in enumerate(self.messages or []):
+            message = _message(m.role, m.content or "", m.images, f"messages[{i}].images")
+            if m.tool_calls:
+                message.tool_calls = [ToolCall.coerce(c, f"messages[{i}].tool_calls[{k}]")
+                                      for k, c in enumerate(m.tool_calls)]
+            if m.role == "tool" and m.tool_name:
+                message.tool_call_id = m.tool_name
+            messages.append(message)
+        return messages
 
 
 class GenerateRequest(GenerationRequest):
@@ -261,6 +274,9 @@ class GenerateRequest(GenerationRequest):
         if self.raw and self.images:
             raise InvalidParameterError("images", "images go through the model's chat template; leave \"raw\" "
                                         "false to send them")
+
+    def structure(self) -> dict[str, Any]:
+        return output_format(self.format)
 
     def to_messages(self) -> list[Message]:
         """The prompt as a chat turn (system first when given), what a non-raw generate runs."""

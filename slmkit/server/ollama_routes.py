@@ -37,7 +37,6 @@ from slmkit.server.ollama_protocol import (
     details,
     digest,
     gguf_model_info,
-    json_mode,
     minilm_facts,
     modelfile,
     nanoseconds,
@@ -54,7 +53,8 @@ from slmkit.providers.registry import parse_model_string
 from slmkit.store.catalog import CATALOG, import_instructions
 from slmkit.store.manifest import Manifest
 from slmkit.store.store import looks_like_path, parse_reference
-from slmkit.types import RequestOutput, SamplingParams, TokenLogprob
+from slmkit.text.tool_calls import ToolCallStream, parse_tool_calls
+from slmkit.types import RequestOutput, SamplingParams, TokenLogprob, ToolCall
 
 router = APIRouter()
 log = logging.getLogger("slmkit.server")
@@ -86,7 +86,7 @@ async def chat(request: Request):
         params = _remote_params(served, req)
         job = Generation(ctx, served, req.model, "chat", [], params, started, load_seconds)
         return await job.respond(request, await served.chat(req.to_messages(), params), req.streaming)
-    prompt = await served.encode_chat(req.to_messages())
+    prompt = await served.encode_chat(req.to_messages(), tools=req.tool_list())
     prompt_ids = prompt.token_ids
     params = _params(ctx, served, prompt_ids, req)
     job = Generation(ctx, served, req.model, "chat", prompt_ids, params, started, load_seconds,
@@ -149,7 +149,7 @@ def _params(ctx: ServerContext, served: ServedModel, prompt_ids: list[int],
     # manifest that sets max_tokens keeps its limit.
     default_max = served.default_params.max_tokens if "max_tokens" in served.manifest.parameters else None
     params, asked_max = sampling_params(req.options, served.default_params, default_max_tokens=default_max,
-                                        json_mode=json_mode(req.format), logprobs=req.logprobs_k())
+                                        structure=req.structure(), logprobs=req.logprobs_k())
     served.check_fits(len(prompt_ids), asked_max, max_tokens_param="options.num_predict")
     if asked_max is None and params.max_tokens is not None:
         params = params.updated(max_tokens=min(params.max_tokens, served.context_length - len(prompt_ids)))
@@ -162,7 +162,7 @@ def _remote_params(served: RemoteModel, req: GenerationRequest) -> SamplingParam
     default); what the provider cannot honour is refused when the call is built."""
     served.check_supported(logprobs=req.logprobs_k() is not None, n=1)
     params, _ = sampling_params(req.options, served.default_params, default_max_tokens=None,
-                                json_mode=json_mode(req.format), logprobs=None)
+                                structure=req.structure(), logprobs=None)
     return params
 
 
@@ -215,6 +215,7 @@ class Generation:
     unload_after: bool = False
     return_context: bool = False
     token_ids: list[int] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)  # sent so far
 
     async def respond(self, request: Request, stream: AsyncIterator[RequestOutput], streaming: bool):
         if streaming:
@@ -230,20 +231,31 @@ class Generation:
                 pieces.append(out.text)
                 self.token_ids.extend(out.token_ids)
                 logprobs.extend(self._logprobs(out.logprobs))
+                self.tool_calls.extend(out.tool_calls)
                 final = out if out.finished else final
         finally:
             await stream.aclose()
             self._after()
-        return JSONResponse(self._final(final, "".join(pieces), logprobs))
+        text = "".join(pieces)
+        if self.params.structure.calls_tools and not self.tool_calls:
+            text, self.tool_calls = parse_tool_calls(text)
+        return JSONResponse(self._final(final, text, logprobs, self.tool_calls))
 
     async def lines(self, stream: AsyncIterator[RequestOutput]) -> AsyncIterator[str]:
         # Closing `stream` (also when the client disconnects and this generator is cancelled)
         # aborts the request in the engine and frees its KV cells.
+        # Calls a local model writes as text are cut out and sent whole, as Ollama does.
+        splitter = ToolCallStream() if self.params.structure.calls_tools else None
         try:
             async for out in stream:
                 self.token_ids.extend(out.token_ids)
-                if out.text or (self.params.logprobs is not None and out.logprobs):
-                    yield ndjson_line(self._chunk(out.text, self._logprobs(out.logprobs)))
+                text, calls = out.text, list(out.tool_calls)
+                if splitter is not None:
+                    text = splitter.feed(text)[0] + (splitter.finish() if out.finished else "")
+                    calls += splitter.completed[len(self.tool_calls):]
+                self.tool_calls.extend(calls)
+                if text or calls or (self.params.logprobs is not None and out.logprobs):
+                    yield ndjson_line(self._chunk(text, self._logprobs(out.logprobs), calls))
                 if out.finished:
                     yield ndjson_line(self._final(out, "", None))
         except Exception as exc:  # noqa: BLE001 - after the 200 went out, errors are a line
@@ -254,10 +266,13 @@ class Generation:
             await stream.aclose()
             self._after()
 
-    def _chunk(self, text: str, logprobs: list[dict] | None) -> dict:
+    def _chunk(self, text: str, logprobs: list[dict] | None, calls: list[ToolCall] = ()) -> dict:
         body: dict[str, Any] = {"model": self.model, "created_at": timestamp()}
         if self.kind == "chat":
             body["message"] = {"role": "assistant", "content": text}
+            if calls:
+                body["message"]["tool_calls"] = [{"function": {"name": c.name, "arguments": c.arguments_dict()}}
+                                                 for c in calls]
         else:
             body["response"] = text
         if logprobs is not None and self.params.logprobs is not None:
@@ -265,8 +280,9 @@ class Generation:
         body["done"] = False
         return body
 
-    def _final(self, out: RequestOutput | None, text: str, logprobs: list[dict] | None) -> dict:
-        body = self._chunk(text, logprobs)
+    def _final(self, out: RequestOutput | None, text: str, logprobs: list[dict] | None,
+               calls: list[ToolCall] = ()) -> dict:
+        body = self._chunk(text, logprobs, calls)
         reason = out.finish_reason if out is not None else "stop"
         usage, timings = (out.usage, out.timings) if out is not None else (None, None)
         body.update(

@@ -19,6 +19,7 @@ from slmkit.server.http import parse_model, read_json, sse, unless_client_leaves
 from slmkit.server.models import ServedModel
 from slmkit.server.remote import RemoteModel
 from slmkit.server.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from slmkit.text.tool_calls import ToolCallDelta, ToolCallStream, merge_deltas, parse_tool_calls
 from slmkit.types import RequestOutput, TokenLogprob
 
 router = APIRouter()
@@ -61,7 +62,8 @@ async def run_chat(ctx: ServerContext, req: ChatCompletionRequest, request: Requ
         served.check_supported(logprobs=req.logprobs, n=req.n)
         streams = [await served.chat(req.to_messages(), params)]
     else:
-        prompt = await served.encode_chat(req.to_messages(), req.num_crops)
+        tools = params.tools if params.structure.calls_tools else []
+        prompt = await served.encode_chat(req.to_messages(), req.num_crops, tools)
         prompt_ids = prompt.token_ids
         limit, limit_name = req.token_limit
         served.check_fits(len(prompt_ids), limit, max_tokens_param=limit_name)
@@ -70,19 +72,29 @@ async def run_chat(ctx: ServerContext, req: ChatCompletionRequest, request: Requ
     rid, created = new_id("chatcmpl"), int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        body = _guarded(_chat_sse(served, streams, rid, created, req.model, include_usage, req.logprobs, req.n))
+        body = _guarded(_chat_sse(served, streams, rid, created, req.model, include_usage, req.logprobs, req.n,
+                                  params.structure.calls_tools))
         return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
     return await unless_client_leaves(request, _chat_response(ctx, served, req, streams, rid, created))
 
 
 async def _chat_response(ctx: ServerContext, served, req: ChatCompletionRequest, streams, rid: str, created: int):
     done = await asyncio.gather(*(collect(s) for s in streams))
-    choices = [{
-        "index": i,
-        "message": {"role": "assistant", "content": c.text, "refusal": None},
-        "logprobs": {"content": _chat_logprobs(served, c.logprobs)} if req.logprobs else None,
-        "finish_reason": _finish(c.finish_reason),
-    } for i, c in enumerate(done)]
+    calls_tools = bool(req.tools) and req.tool_choice != "none"
+    choices = []
+    for i, c in enumerate(done):
+        message: dict = {"role": "assistant", "content": c.text, "refusal": None}
+        finish = _finish(c.finish_reason)
+        calls = c.tool_calls
+        if calls_tools and not calls and finish in ("stop", "length"):
+            message["content"], calls = parse_tool_calls(c.text)
+        if calls:
+            message["content"] = message["content"] or None
+            message["tool_calls"] = [call.to_dict() for call in calls]
+            finish = "tool_calls" if finish in ("stop", "tool_calls") else finish
+        choices.append({"index": i, "message": message,
+                        "logprobs": {"content": _chat_logprobs(served, c.logprobs)} if req.logprobs else None,
+                        "finish_reason": finish})
     return {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
             "system_fingerprint": ctx.fingerprint, "choices": choices, "usage": _usage(done, req.n)}
 
@@ -105,23 +117,42 @@ def _final_usage(finals: dict[int, RequestOutput], n: int) -> dict:
 
 
 async def _chat_sse(served: ServedModel, streams, rid: str, created: int, model: str,
-                    include_usage: bool, logprobs: bool, n: int) -> AsyncIterator[str]:
+                    include_usage: bool, logprobs: bool, n: int, calls_tools: bool = False) -> AsyncIterator[str]:
     chunk = _chunk_writer(rid, created, model, "chat.completion.chunk", include_usage)
 
     yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                   "finish_reason": None} for i in range(len(streams))])
     finals: dict[int, RequestOutput] = {}
+    # Local models stream calls as text, split here; remote ones send them parsed (tool_calls).
+    splitters = {i: ToolCallStream() for i in range(len(streams))} if calls_tools else {}
     async for index, out in _merge(streams):
-        if out.text or out.finished or (logprobs and out.logprobs):
+        text, deltas = out.text, []
+        if index in splitters:
+            text, deltas = splitters[index].feed(out.text)
+            if out.finished:
+                text += splitters[index].finish()
+        deltas += [ToolCallDelta(k, c.id, c.name, c.arguments) for k, c in enumerate(out.tool_calls)]
+        finish = _finish(out.finish_reason)
+        if finish == "stop" and (out.tool_calls or (index in splitters and splitters[index].calls)):
+            finish = "tool_calls"
+        if text or deltas or out.finished or (logprobs and out.logprobs):
             lp = {"content": _chat_logprobs(served, out.logprobs or [])} if logprobs else None
-            delta = {"content": out.text} if out.text else {}
-            yield chunk([{"index": index, "delta": delta, "logprobs": lp,
-                          "finish_reason": _finish(out.finish_reason)}])
+            delta: dict = {"content": text} if text else {}
+            if deltas:
+                delta["tool_calls"] = [_tool_call_delta(d) for d in merge_deltas(deltas)]
+            yield chunk([{"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}])
         if out.finished:
             finals[index] = out
     if include_usage:
         yield chunk([], _final_usage(finals, n))
     yield "data: [DONE]\n\n"
+
+
+def _tool_call_delta(delta: ToolCallDelta) -> dict:
+    if delta.name is None:
+        return {"index": delta.index, "function": {"arguments": delta.arguments}}
+    return {"index": delta.index, "id": delta.id, "type": "function",
+            "function": {"name": delta.name, "arguments": delta.arguments}}
 
 
 # -- completions --------------------------------------------------------------------------

@@ -53,20 +53,36 @@ class ImageURLPart(_Strict):
 ContentPartBody = Annotated[Union[TextPartBody, ImageURLPart], Field(discriminator="type")]
 
 
+class FunctionCallBody(_Open):
+    name: str
+    arguments: Union[str, dict[str, Any]] = "{}"
+
+
+class ToolCallBody(_Open):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCallBody
+
+
 class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Union[str, list[ContentPartBody]]
     name: str | None = None
+    tool_calls: list[ToolCallBody] | None = None
+    tool_call_id: str | None = None
 
     def to_message(self, index: int) -> Message:
         """Text stays text; parts become `TextPart` / `ImagePart` (a local model refuses images
         when its chat template is applied, a remote one gets them as they came)."""
         content = self.content
+        if content is None and self.tool_calls:
+            content = ""
         if content is None:
             raise InvalidParameterError(f"messages[{index}].content", "must be text or content parts")
         role = "system" if self.role == "developer" else self.role
+        calls = [c.model_dump() for c in self.tool_calls or []]
         if isinstance(content, str):
-            return Message(role, content)
+            return Message(role, content, tool_calls=calls, tool_call_id=self.tool_call_id)
         parts: list[ContentPart] = []
         for i, part in enumerate(content):
             if isinstance(part, TextPartBody):
@@ -84,8 +100,47 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(_Open):
+    name: str | None = None
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(_Open):
     type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The `SamplingParams` fields this format sets. Without ``strict: true`` keywords the
+        grammar cannot enforce are ignored (best effort); with it they are a 400, as OpenAI's
+        strict mode refuses schemas it cannot guarantee."""
+        if self.type == "json_object":
+            return {"response_format": "json_object"}
+        if self.type != "json_schema":
+            return {}
+        if self.json_schema is None or self.json_schema.schema_ is None:
+            raise InvalidParameterError("response_format.json_schema.schema", "is required for type json_schema")
+        schema = dict(self.json_schema.schema_)
+        if not self.json_schema.strict:
+            schema["x-guidance"] = {"lenient": True, **schema.get("x-guidance", {})}
+        return {"json_schema": schema}
+
+
+class NamedFunction(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+def tool_choice_name(choice: Union[str, NamedToolChoice, None]) -> str:
+    """``auto`` / ``none`` / ``required``, or the named function's name."""
+    if choice is None:
+        return "auto"
+    return choice if isinstance(choice, str) else choice.function.name
 
 
 class _Sampling(_Strict):
@@ -145,9 +200,9 @@ class ChatCompletionRequest(_Sampling):
     logprobs: StrictBool = False
     top_logprobs: JsonInt | None = Field(None, ge=0, le=limits.MAX_TOP_LOGPROBS)
     response_format: ResponseFormat | None = None
-    tools: list[dict] | None = None
-    tool_choice: Any = None
-    parallel_tool_calls: bool | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Union[Literal["auto", "none", "required"], NamedToolChoice, None] = None
+    parallel_tool_calls: StrictBool | None = None
     modalities: list[str] | None = None  # Azure AI Inference
     num_crops: StrictInt | None = Field(None, ge=1, le=64)  # slmkit: crops per image on a vision model
 
@@ -161,21 +216,19 @@ class ChatCompletionRequest(_Sampling):
         return [m.to_message(i) for i, m in enumerate(self.messages)]
 
     def check_supported(self) -> None:
-        if self.tools:
-            raise InvalidParameterError("tools", "tool calling is not supported by this server yet")
-        if self.response_format is not None and self.response_format.type == "json_schema":
-            raise InvalidParameterError("response_format", "json_schema is not supported yet; use "
-                                        "{\"type\": \"json_object\"}")
         if self.top_logprobs is not None and not self.logprobs:
             raise InvalidParameterError("top_logprobs", "needs logprobs: true")
 
     def params(self, defaults: SamplingParams) -> SamplingParams:
         limit, _ = self.token_limit
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
-        params = self.sampling_params(defaults, max_tokens=limit, logprobs=logprobs)
-        if self.response_format is not None and self.response_format.type == "json_object":
-            params = params.updated(response_format="json_object")
-        return params
+        changes: dict[str, Any] = self.response_format.changes() if self.response_format else {}
+        if self.tools:
+            changes.update(tools=self.tools, tool_choice=tool_choice_name(self.tool_choice),
+                           parallel_tool_calls=self.parallel_tool_calls is not False)
+        elif self.tool_choice not in (None, "none", "auto"):
+            raise InvalidParameterError("tool_choice", "needs tools")
+        return self.sampling_params(defaults, max_tokens=limit, logprobs=logprobs).updated(**changes)
 
 
 class CompletionRequest(_Sampling):

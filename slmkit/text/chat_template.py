@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Sequence
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
@@ -365,6 +365,11 @@ class ChatTemplate:
         )
 
     @property
+    def supports_tools(self) -> bool:
+        """Whether the template renders ``tools`` itself (Qwen 2.5, Llama 3.1, Hermes, ...)."""
+        return "tools" in meta.find_undeclared_variables(_ENVIRONMENT.parse(self.source))
+
+    @property
     def _label(self) -> str:
         return f"'{self.name}'" if self.name else "this model"
 
@@ -394,7 +399,7 @@ class ChatTemplate:
             "tools": None,
             "documents": None,
             **extra,
-            "messages": [{"role": message.role, "content": message.text} for message in coerced],
+            "messages": [_message_dict(message) for message in coerced],
             "add_generation_prompt": add_generation_prompt,
         }
         budget = RenderBudget()
@@ -428,6 +433,18 @@ class ChatTemplate:
             ) from error
         finally:
             _BUDGET.reset(token)
+
+
+def _message_dict(message: Message) -> dict[str, Any]:
+    """A message as Hugging Face templates read it: tool calls with their arguments as objects."""
+    data: dict[str, Any] = {"role": message.role, "content": message.text}
+    if message.tool_calls:
+        data["tool_calls"] = [{"id": c.id, "type": "function",
+                               "function": {"name": c.name, "arguments": c.arguments_dict()}}
+                              for c in message.tool_calls]
+    if message.tool_call_id is not None:
+        data["tool_call_id"] = message.tool_call_id
+    return data
 
 
 def guess_builtin_template(architecture: str, token_texts: set[str]) -> str:

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from slmkit.backends.base import EmbeddingSpan, Tokenizer
+from slmkit.structure import Tool
 from slmkit.text.chat_template import ChatTemplate, guess_builtin_template
+from slmkit.text.tool_calls import fold_tool_messages
 from slmkit.errors import InvalidParameterError
 from slmkit.types import Message, refuse_images
 
@@ -50,21 +52,30 @@ class PromptFormatter:
                                                       bos_token=bos, eos_token=eos)
 
     def apply_chat_template(self, messages: Sequence[Message | dict], *, add_generation_prompt: bool = True,
-                            system_prompt: str | None = None) -> str:
+                            system_prompt: str | None = None, tools: Sequence[Tool] = ()) -> str:
+        """The prompt text. `tools` (and tool calls / results in the history) go through the
+        template when it renders tools, else through `fold_tool_messages`'s default block."""
         coerced = [Message.coerce(m) for m in messages]
         refuse_images(coerced, self.model_name)  # named here: the template only knows "this model"
-        return self.chat_template.render(
-            coerced,
-            add_generation_prompt=add_generation_prompt,
-            system_prompt=self.system_prompt if system_prompt is None else system_prompt,
-        )
+        system = self.system_prompt if system_prompt is None else system_prompt
+        extra = {}
+        if tools or any(m.tool_calls or m.role == "tool" for m in coerced):
+            if self.chat_template.supports_tools:
+                extra["tools"] = [t.to_dict() for t in tools] or None
+            else:
+                if system is not None and not any(m.role == "system" for m in coerced):
+                    coerced.insert(0, Message("system", system))
+                coerced = fold_tool_messages(coerced, tools)
+        return self.chat_template.render(coerced, add_generation_prompt=add_generation_prompt,
+                                         system_prompt=system, **extra)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Tokens of a raw prompt: BOS if the model wants it (and the text does not start with it)."""
         return encode_prompt(self.tokenizer, prompt)
 
-    def encode_chat(self, messages: Sequence[Message | dict], *, system_prompt: str | None = None) -> list[int]:
-        return self.encode_prompt(self.apply_chat_template(messages, system_prompt=system_prompt))
+    def encode_chat(self, messages: Sequence[Message | dict], *, system_prompt: str | None = None,
+                    tools: Sequence[Tool] = ()) -> list[int]:
+        return self.encode_prompt(self.apply_chat_template(messages, system_prompt=system_prompt, tools=tools))
 
     def encode_with_images(self, messages: Sequence[Message | dict], images: Sequence[Any] = (), *,
                            num_crops: int | None = None, system_prompt: str | None = None) -> EncodedPrompt:
