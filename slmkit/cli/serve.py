@@ -65,5 +65,5 @@ def serve(
         if parse_model_string(name) is None:
             store.resolve(name)
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
-        err_console.print(f"[yellow]warning:[/] serving on {host} without an API key (use --api-key)")
+        err_console.print(f"warning: serving on {host} without an API key (use --api-key)", style="yellow")
     run_server(config, log_level=log_level.lower())
