@@ -1,5 +1,6 @@
 """OpenAI-shaped request bodies (also what Azure AI Inference sends), converted once into our
-types. Unknown fields are refused like OpenAI does; vLLM's extras (top_k, min_p,
+types. Unknown fields are refused like OpenAI does (fields OpenAI accepts that change nothing
+here, like ``metadata`` or ``service_tier``, are accepted and ignored); vLLM's extras (top_k, min_p,
 repetition_penalty, ignore_eos, stop_token_ids) are accepted."""
 
 from __future__ import annotations
@@ -152,13 +153,32 @@ class _Sampling(_Strict):
     n: JsonInt = Field(1, ge=1, le=limits.MAX_CHOICES)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
+<<<<<<< HEAD
     stop: Union[StopString, Annotated[list[StopString], Field(max_length=4)], None] = None
     max_tokens: JsonInt | None = Field(None, ge=1)
     presence_penalty: float | None = Field(None, ge=-limits.PENALTY_RANGE, le=limits.PENALTY_RANGE)
     frequency_penalty: float | None = Field(None, ge=-limits.PENALTY_RANGE, le=limits.PENALTY_RANGE)
     logit_bias: dict[str, float] | None = Field(None, max_length=limits.MAX_LOGIT_BIAS_ENTRIES)
     seed: JsonInt | None = Field(None, ge=limits.RANDOM_SEED, le=limits.SEED_MAX)
+=======
+    stop: Union[str, list[str], None] = None
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    seed: StrictInt | None = None
+    # Sent by real clients, meaningless to a local server, and accepted by OpenAI's API: ignored.
+>>>>>>> e532c19 (Server: GET/HEAD /, OpenAI Responses API (/v1/responses, stored conversations), Anthropic Messages API (/v1/messages, count_tokens, x-api-key, Anthropic's error shape), Ollama create/copy/delete/push/blobs, OpenAI fields clients send accepted and ignored; RequestOutput.stop_sequence names the stop string that ended an answer)
     user: str | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prediction: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
     # vLLM / llama-server extras
     top_k: JsonInt | None = Field(None, ge=-1)
     min_p: float | None = Field(None, ge=0, le=1)

@@ -124,6 +124,27 @@ def parse(text: str) -> Modelfile:
     return found
 
 
+def build(base: str, *, parameters: dict[str, Any] | None = None, template: str | None = None,
+          system: str | None = None, messages: list[dict[str, str]] | None = None,
+          license: str | list[str] | None = None) -> Modelfile:
+    """A Modelfile from Ollama's ``/api/create`` fields, checked like the written form."""
+    found = Modelfile(base=base, template=template, system=system)
+    for name, value in (parameters or {}).items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+                raise InvalidParameterError(f"parameters.{name}", f"must be a number or a string, got {item!r}")
+            _parameter(found, name, str(item), f"parameters.{name}")
+    for i, message in enumerate(messages or []):
+        role, content = message.get("role"), message.get("content")
+        if role not in MESSAGE_ROLES or not isinstance(content, str):
+            raise InvalidParameterError(f"messages[{i}]", f"needs a role ({', '.join(MESSAGE_ROLES)}) and text content")
+        found.messages.append({"role": role, "content": content})
+    found.license = "\n\n".join(license) if isinstance(license, list) else license
+    if found.parameters:
+        SamplingParams.from_dict(found.parameters)
+    return found
+
+
 def _value(rest: str, lines: list[str], i: int, where: str) -> tuple[str, int]:
     """An argument: ``\"\"\"...\"\"\"`` (may span lines), ``"..."``, or the rest of the line."""
     stripped = rest.strip()

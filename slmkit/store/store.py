@@ -28,6 +28,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trail
 _CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 MAX_REFERENCE = 4096  # PATH_MAX
 LATEST = "latest"
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def default_home() -> Path:
@@ -112,6 +113,13 @@ class ModelStore:
         if folder.parent != self.models_dir.resolve():
             raise InvalidParameterError("model", f"{name!r} would leave the model store")
         return folder
+
+    def blob_path(self, digest: str) -> Path:
+        """Where an uploaded file (Ollama's ``/api/blobs/sha256:<hex>``) is kept until a model is
+        created from it."""
+        if not _DIGEST.match(digest):
+            raise InvalidParameterError("digest", f"{digest!r} is not a digest; expected sha256:<64 hex digits>")
+        return self.home / "blobs" / digest.replace(":", "-")
 
     def manifest(self, name: str) -> Manifest | None:
         folder = self.folder(name)
