@@ -86,18 +86,29 @@ class MessagesRequest(_Strict):
     tools: list[dict] | None = None
     tool_choice: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
-    # Accepted and ignored: nothing here changes what a local model answers.
+    output_config: dict[str, Any] | None = None  # its effort is ignored; a format is refused
+    # Accepted and ignored: nothing here changes what a local model answers. (anthropic-sdk 2.x
+    # sends temperature, top_p and top_k only through extra_body; older clients and tools send them.)
     metadata: dict[str, Any] | None = None
     service_tier: str | None = None
     container: Any = None
     mcp_servers: list[Any] | None = None
     context_management: Any = None
+    cache_control: dict[str, Any] | None = None
+    diagnostics: dict[str, Any] | None = None
+    inference_geo: str | None = None
+    speed: str | None = None
+    user_profile_id: str | None = None
+    workspace_id: str | None = None
 
     def check_supported(self) -> None:
         if self.tools:
             raise InvalidParameterError("tools", "tool use is not supported by this server yet")
         if self.thinking and self.thinking.get("type") not in (None, "disabled"):
             raise InvalidParameterError("thinking", "extended thinking is not supported; leave it out")
+        if self.output_config and self.output_config.get("format"):
+            raise InvalidParameterError("output_config.format", "structured output is not supported yet; "
+                                        "describe the JSON you want in the prompt")
         if self.mcp_servers:
             raise InvalidParameterError("mcp_servers", "MCP servers are not supported by this server")
 
