@@ -391,6 +391,8 @@ class ModelStore:
         manifest = self.manifest(name)
         if manifest is None:
             raise ModelNotFoundError(f"{name!r} is not in the store ({self.models_dir})")
+        if tag is None and reference.strip().endswith(f":{LATEST}"):
+            tag = manifest.default_variant  # NAME:latest is one variant, the default; NAME is all of them
         folder = self.folder(name)
         if tag is None or set(manifest.variants) == {tag}:
             shutil.rmtree(folder)
