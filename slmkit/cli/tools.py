@@ -109,8 +109,9 @@ def _compare_view(runs) -> Table:
     grid = Table.grid(expand=True, padding=(0, 1))
     for _ in runs:
         grid.add_column(ratio=1)
-    # Each panel's share of the terminal, less its two borders and the padding between panels.
-    width = max(8, (console.width - (len(runs) - 1)) // max(1, len(runs)) - 4)
+    # Each panel's share of the terminal, less the padding between panels, its two borders, the
+    # border dashes beside the subtitle and the spaces rich puts around it.
+    width = max(8, (console.width - (len(runs) - 1)) // max(1, len(runs)) - 6)
     panels = []
     for run in runs:
         body = Text(f"error: {run.error}", style="red") if run.error else Text(run.text)
@@ -121,14 +122,15 @@ def _compare_view(runs) -> Table:
 
 
 def compare_footer(run, width: int) -> str:
-    """The stats under a model's answer, shortened until they fit ``width`` columns: the words go
-    first, then the least needed numbers."""
+    """The stats under a model's answer, shortened until they fit ``width`` columns: the token
+    count goes first, then the TTFT label, then the least needed numbers."""
     ttft = f"{run.ttft:.2f}s" if run.ttft is not None else "waiting"
     rate = f"{run.tokens_per_second:.1f} tok/s" if run.tokens_per_second else None
     finish = (run.finish_reason or "error") if run.done else None
+    labelled = f"TTFT {ttft}" if run.ttft is not None else ttft
     candidates = [
-        [f"TTFT {ttft}" if run.ttft is not None else ttft, rate, f"{run.completion_tokens} tok", finish],
-        [ttft, rate, f"{run.completion_tokens} tok", finish],
+        [labelled, rate, f"{run.completion_tokens} tok", finish],
+        [labelled, rate, finish],
         [ttft, rate, finish],
         [rate or ttft, finish],
         [finish or rate or ttft],

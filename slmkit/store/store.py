@@ -385,7 +385,7 @@ class ModelStore:
     # -- removing -------------------------------------------------------------------------
     def remove(self, reference: str) -> Removal:
         """Delete a variant (``name:tag``, or the path of its file in the store) or a whole model."""
-        if looks_like_path(reference):
+        if reference.endswith(".gguf") or (looks_like_path(reference) and Path(reference).expanduser().is_file()):
             reference = self._reference_of_path(reference)
         name, tag = parse_reference(reference)
         manifest = self.manifest(name)
@@ -417,7 +417,8 @@ class ModelStore:
         """``slm rm PATH``: the store variant whose file PATH is; files outside the store are the
         user's, and slmkit never deletes them."""
         path = Path(reference).expanduser().resolve()
-        for variant in self.list():
+        # Only files the store holds: a bundled package's file is pointed at, not held.
+        for variant in self.list() if self.models_dir.resolve() in path.parents else []:
             if variant.path.resolve() == path:
                 return variant.reference
         raise InvalidParameterError(
