@@ -109,4 +109,5 @@ def test_blob_uploads_are_checked_against_their_digest(server, tmp_path):
     right = "sha256:" + hashlib.sha256(body).hexdigest()
     assert httpx.post(f"{server.base}/api/blobs/{right}", content=body).status_code == 201
     assert httpx.head(f"{server.base}/api/blobs/{right}").status_code == 200
-    assert httpx.head(f"{server.base}/api/blobs/sha256:nothex").status_code == 400
+    assert httpx.head(f"{server.base}/api/blobs/sha256:nothex").status_code == 404
+    assert httpx.post(f"{server.base}/api/blobs/sha256:nothex", content=body).status_code == 400

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from slmkit import limits
 
 from slmkit.errors import InvalidParameterError
+from slmkit.server.protocol import JsonInt, StopString
 from slmkit.types import ContentPart, ImagePart, Message, SamplingParams, TextPart
 
 
@@ -75,13 +78,13 @@ class AnthropicMessage(_Strict):
 
 class MessagesRequest(_Strict):
     model: str
-    max_tokens: StrictInt = Field(ge=1)
+    max_tokens: JsonInt = Field(ge=1, le=limits.MAX_TOKENS_LIMIT)
     messages: list[AnthropicMessage] = Field(min_length=1)
     system: Union[str, list[TextBlock], None] = None
-    stop_sequences: list[str] | None = None
+    stop_sequences: list[StopString] | None = Field(None, max_length=limits.MAX_STOP_STRINGS)
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, gt=0, le=1)
-    top_k: StrictInt | None = Field(None, ge=0)
+    top_k: JsonInt | None = Field(None, ge=0)
     stream: StrictBool = False
     tools: list[dict] | None = None
     tool_choice: dict[str, Any] | None = None

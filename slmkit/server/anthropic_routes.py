@@ -19,6 +19,7 @@ from slmkit.server.context import ServerContext
 from slmkit.server.generation import Completion, collect, new_id
 from slmkit.server.http import anthropic_error_body, parse_model, read_json, sse, unless_client_leaves
 from slmkit.server.anthropic_protocol import MessagesRequest
+from slmkit.server.openapi import request_body
 from slmkit.server.remote import RemoteModel
 from slmkit.types import RequestOutput, Usage
 
@@ -31,7 +32,7 @@ def ctx_of(request: Request) -> ServerContext:
     return request.app.state.ctx
 
 
-@router.post("/v1/messages")
+@router.post("/v1/messages", openapi_extra=request_body(MessagesRequest))
 async def create_message(request: Request):
     ctx = ctx_of(request)
     req = parse_model(MessagesRequest, await read_json(request))
@@ -47,7 +48,7 @@ async def create_message(request: Request):
     return await unless_client_leaves(request, _whole(deltas, message_id, req.model))
 
 
-@router.post("/v1/messages/count_tokens")
+@router.post("/v1/messages/count_tokens", openapi_extra=request_body(MessagesRequest))
 async def count_tokens(request: Request):
     """What the prompt costs in tokens, as Claude tools ask before sending it."""
     ctx = ctx_of(request)

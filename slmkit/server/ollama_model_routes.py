@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, UnsupportedOperationError
 from slmkit.server.context import ServerContext
 from slmkit.server.http import parse_model, read_json
+from slmkit.server.openapi import request_body
 from slmkit.server.ollama_protocol import check_stream, require_model
 from slmkit.server.ollama_routes import NDJSON, ndjson_line
 from slmkit.store.modelfile import Modelfile, build, parse
@@ -98,7 +99,7 @@ def _create_request(data: Any) -> CreateRequest:
     return parse_model(CreateRequest, data)
 
 
-@router.post("/api/create")
+@router.post("/api/create", openapi_extra=request_body(CreateRequest))
 async def create(request: Request):
     ctx = ctx_of(request)
     req = _create_request(await read_json(request))
@@ -141,7 +142,7 @@ class CopyRequest(_Body):
     destination: StrictStr
 
 
-@router.post("/api/copy")
+@router.post("/api/copy", openapi_extra=request_body(CopyRequest))
 async def copy(request: Request):
     ctx = ctx_of(request)
     req = parse_model(CopyRequest, await read_json(request))
@@ -154,7 +155,7 @@ class DeleteRequest(_Body):
     name: StrictStr | None = None
 
 
-@router.delete("/api/delete")
+@router.delete("/api/delete", openapi_extra=request_body(DeleteRequest))
 async def delete(request: Request):
     ctx = ctx_of(request)
     req = parse_model(DeleteRequest, await read_json(request))
@@ -182,7 +183,10 @@ async def push(request: Request):
 
 @router.head("/api/blobs/{digest}")
 async def has_blob(digest: str, request: Request):
-    path = ctx_of(request).manager.store.blob_path(digest)
+    try:
+        path = ctx_of(request).manager.store.blob_path(digest)
+    except InvalidParameterError:  # a HEAD answer has no body to say why: not a digest, so not here
+        return Response(status_code=404)
     return Response(status_code=200 if path.is_file() else 404)
 
 

@@ -153,22 +153,13 @@ class _Sampling(_Strict):
     n: JsonInt = Field(1, ge=1, le=limits.MAX_CHOICES)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-<<<<<<< HEAD
     stop: Union[StopString, Annotated[list[StopString], Field(max_length=4)], None] = None
     max_tokens: JsonInt | None = Field(None, ge=1)
     presence_penalty: float | None = Field(None, ge=-limits.PENALTY_RANGE, le=limits.PENALTY_RANGE)
     frequency_penalty: float | None = Field(None, ge=-limits.PENALTY_RANGE, le=limits.PENALTY_RANGE)
     logit_bias: dict[str, float] | None = Field(None, max_length=limits.MAX_LOGIT_BIAS_ENTRIES)
     seed: JsonInt | None = Field(None, ge=limits.RANDOM_SEED, le=limits.SEED_MAX)
-=======
-    stop: Union[str, list[str], None] = None
-    max_tokens: StrictInt | None = Field(None, ge=1)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
-    seed: StrictInt | None = None
     # Sent by real clients, meaningless to a local server, and accepted by OpenAI's API: ignored.
->>>>>>> e532c19 (Server: GET/HEAD /, OpenAI Responses API (/v1/responses, stored conversations), Anthropic Messages API (/v1/messages, count_tokens, x-api-key, Anthropic's error shape), Ollama create/copy/delete/push/blobs, OpenAI fields clients send accepted and ignored; RequestOutput.stop_sequence names the stop string that ended an answer)
     user: str | None = None
     metadata: dict[str, Any] | None = None
     store: bool | None = None

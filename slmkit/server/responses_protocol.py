@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from slmkit import limits
 
 from slmkit.errors import InvalidParameterError
+from slmkit.server.protocol import JsonInt
 from slmkit.types import ContentPart, ImagePart, Message, SamplingParams, TextPart
 
 
@@ -77,8 +80,8 @@ class ResponseRequest(_Strict):
     model: str
     input: Union[str, list[Union[InputMessage, dict[str, Any]]]]
     instructions: str | None = None
-    max_output_tokens: StrictInt | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
+    max_output_tokens: JsonInt | None = Field(None, ge=1, le=limits.MAX_TOKENS_LIMIT)
+    temperature: float | None = Field(None, ge=0, le=limits.TEMPERATURE_MAX)
     top_p: float | None = Field(None, gt=0, le=1)
     stream: StrictBool = False
     previous_response_id: str | None = None
@@ -87,7 +90,7 @@ class ResponseRequest(_Strict):
     tools: list[dict] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
-    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    top_logprobs: JsonInt | None = Field(None, ge=0, le=limits.MAX_TOP_LOGPROBS)
     # Accepted and ignored: nothing here changes what a local model answers.
     metadata: dict[str, Any] | None = None
     user: str | None = None
@@ -100,7 +103,7 @@ class ResponseRequest(_Strict):
     include: list[str] | None = None
     stream_options: dict[str, Any] | None = None
     background: bool | None = None
-    max_tool_calls: int | None = None
+    max_tool_calls: JsonInt | None = None
     prompt: dict[str, Any] | None = None
     conversation: Any = None
 

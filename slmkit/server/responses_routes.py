@@ -21,6 +21,7 @@ from slmkit.errors import InvalidParameterError, ModelNotFoundError, SlmkitError
 from slmkit.server.context import ServerContext
 from slmkit.server.generation import Completion, collect, new_id
 from slmkit.server.http import parse_model, read_json, sse, unless_client_leaves
+from slmkit.server.openapi import request_body
 from slmkit.server.responses_protocol import ResponseRequest
 from slmkit.types import Message, RequestOutput, Usage
 
@@ -33,7 +34,7 @@ def ctx_of(request: Request) -> ServerContext:
     return request.app.state.ctx
 
 
-@router.post("/v1/responses")
+@router.post("/v1/responses", openapi_extra=request_body(ResponseRequest))
 async def create_response(request: Request):
     ctx = ctx_of(request)
     req = parse_model(ResponseRequest, await read_json(request))

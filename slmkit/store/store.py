@@ -348,6 +348,7 @@ class ModelStore:
             if self.folder(model_name) in path.resolve().parents:
                 raise InvalidParameterError("name", f"FROM {modelfile.base} is a file of {model_name} itself; "
                                             "choose another name")
+            _check_model_source(path)  # a broken file fails before the model it would replace is gone
             self._replace_folder(self.folder(model_name))
             manifest = self.import_file(path, f"{model_name}:{tag}")
             manifest.source = f"created from {path}"
@@ -424,6 +425,15 @@ class ModelStore:
         raise InvalidParameterError(
             "model", f"{reference} is not a file of a model in the store ({self.models_dir}); slm rm deletes "
             "store models only (see `slm list`), so delete your own files yourself")
+
+
+def _check_model_source(path: Path) -> None:
+    if path.is_dir():
+        from slmkit.models.safetensors import read_config
+
+        read_config(path)
+    else:
+        read_gguf_summary(path)
 
 
 def _link_or_copy(source: str, target: str) -> None:
