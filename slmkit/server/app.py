@@ -113,8 +113,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def metrics():
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.api_route("/", methods=["GET", "HEAD"])
+    @app.get("/")
     async def root():
+        return root_response()
+
+    @app.head("/")
+    async def root_probe():  # some clients probe with HEAD; Starlette sends no body for it
         return root_response()
 
     from slmkit.server import (

@@ -22,7 +22,7 @@ from slmkit.errors import InvalidParameterError, ModelNotFoundError, Unsupported
 from slmkit.server.context import ServerContext
 from slmkit.server.http import parse_model, read_json
 from slmkit.server.openapi import request_body
-from slmkit.server.ollama_protocol import check_stream, require_model
+from slmkit.server.ollama_protocol import ModelRequest, check_stream, require_model
 from slmkit.server.ollama_routes import NDJSON, ndjson_line
 from slmkit.store.modelfile import Modelfile, build, parse
 from slmkit.store.store import looks_like_path
@@ -173,9 +173,10 @@ async def delete(request: Request):
     return Response(status_code=200)
 
 
-@router.post("/api/push")
+@router.post("/api/push", openapi_extra=request_body(ModelRequest))
 async def push(request: Request):
-    await read_json(request, allow_empty=True)
+    """A well-formed push is a 501 (nothing to push to); a malformed one a 400, like any route."""
+    parse_model(ModelRequest, await read_json(request)).reference()
     raise UnsupportedOperationError(
         "slmkit has no model registry to push to; share the GGUF file (`slm show MODEL` prints its path) "
         "with `slm show --modelfile MODEL`, which `slm create` or `ollama create` reads back")

@@ -319,7 +319,7 @@ class EmbeddingsRequest(_Body):
 
 
 class ModelRequest(_Body):
-    """``/api/show`` and ``/api/pull``; ``name`` is Ollama's deprecated spelling of ``model``."""
+    """``/api/show``, ``/api/pull`` and ``/api/push``; ``name`` is Ollama's deprecated spelling of ``model``."""
 
     model: StrictStr = ""
     name: StrictStr = ""
