@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Request, Response
@@ -28,7 +27,6 @@ from slmkit.store.modelfile import Modelfile, build, parse
 from slmkit.store.store import looks_like_path
 
 router = APIRouter()
-log = logging.getLogger("slmkit.server")
 
 
 def ctx_of(request: Request) -> ServerContext:
