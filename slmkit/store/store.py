@@ -386,6 +386,7 @@ class ModelStore:
     # -- removing -------------------------------------------------------------------------
     def remove(self, reference: str) -> Removal:
         """Delete a variant (``name:tag``, or the path of its file in the store) or a whole model."""
+        reference = check_reference(reference)  # before any filesystem call: a NUL is a ValueError there
         if reference.endswith(".gguf") or (looks_like_path(reference) and Path(reference).expanduser().is_file()):
             reference = self._reference_of_path(reference)
         name, tag = parse_reference(reference)
