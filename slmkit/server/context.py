@@ -39,10 +39,10 @@ class ServerContext:
         (too long, queue full, images for a text model) is refused here, before a response starts."""
         if isinstance(served, RemoteModel):
             return await served.chat(messages, params)
-        prompt_ids = served.formatter.encode_chat(messages)
-        served.check_fits(len(prompt_ids), asked_max_tokens, max_tokens_param=max_tokens_param)
-        served.admit(prompt_ids, params, self.config.max_queue)
-        return self.stream(served, prompt_ids, params)
+        prompt = await served.encode_chat(messages)  # images too, as /v1/chat/completions has them
+        served.check_fits(len(prompt.token_ids), asked_max_tokens, max_tokens_param=max_tokens_param)
+        served.admit(prompt.token_ids, params, self.config.max_queue)
+        return self.stream(served, prompt.token_ids, params, prompt.embeddings)
 
     # -- embeddings -----------------------------------------------------------------------
     @property
