@@ -129,6 +129,13 @@ class BackendUnavailableError(SlmkitError):
     error_type = "not_implemented"
 
 
+class UnsupportedOperationError(SlmkitError):
+    """An operation of an API slmkit speaks that it cannot do (pushing to a registry) (HTTP 501)."""
+
+    status_code = 501
+    error_type = "not_implemented"
+
+
 class MissingCredentialError(SlmkitError):
     """A remote provider needs a credential or endpoint that is not configured; `variable` names
     the environment variable to set (a server configuration problem, hence HTTP 500)."""

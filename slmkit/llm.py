@@ -109,6 +109,7 @@ class LLM:
             template=self.manifest.template or self.info.chat_template,
             system_prompt=system_prompt if system_prompt is not None else self.manifest.system,
             model_name=self.name, vision=getattr(self.model, "vision", None),
+            preset_messages=self.manifest.messages,
         )
         self.default_params = SamplingParams.from_dict(self.manifest.parameters)
         self._free_seq_ids = list(range(max_sequences - 1, -1, -1))

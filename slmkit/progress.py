@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-_console = Console(stderr=True)
+_console = Console(stderr=True, markup=False, highlight=False)  # descriptions name user files
 
 
 @contextmanager

@@ -507,6 +507,7 @@ class RequestOutput:
     request_id: str = ""
     index: int = 0  # which of several completions (beams, n > 1)
     logprobs: list[TokenLogprob] | None = None  # one per token in token_ids, if asked for
+    stop_sequence: str | None = None  # on the last delta: the stop string that ended it, if one did
     error: Exception | None = None  # set on the last output when the engine failed the request
     tool_calls: list[ToolCall] = field(default_factory=list)  # on a whole result: the calls parsed from text
 

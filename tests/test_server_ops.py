@@ -47,6 +47,20 @@ def test_api_keys_are_required_except_for_health(guarded):
         openai.OpenAI(base_url=f"{guarded.base}/v1", api_key="nope", max_retries=0).models.list()
 
 
+def test_anthropic_clients_authenticate_with_x_api_key(guarded):
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=guarded.base, api_key=KEY, max_retries=0, timeout=60)
+    message = client.messages.create(model="smollm2", max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+    assert message.usage.output_tokens == 2
+    with pytest.raises(anthropic.AuthenticationError) as info:
+        anthropic.Anthropic(base_url=guarded.base, api_key="nope", max_retries=0).messages.create(
+            model="smollm2", max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+    assert info.value.body == {"type": "error", "error": {"type": "authentication_error",
+                                                          "message": "invalid API key"}}
+    assert httpx.get(f"{guarded.base}/").status_code == 401  # like every route but /health
+
+
 def test_a_full_queue_answers_429_with_retry_after(guarded):
     started = threading.Event()
 

@@ -32,10 +32,10 @@ def test_import_show_quantize_remove(store, smollm2_path):
     assert read_gguf_summary(store.resolve("mymodel:q8_0").path).file_type == "q8_0"
     assert {v.reference for v in store.list()} == {"mymodel:original", "mymodel:q8_0"}
 
-    assert store.remove("mymodel:q8_0") == ["mymodel:q8_0"]
+    assert store.remove("mymodel:q8_0").removed == ["mymodel:q8_0"]
     with pytest.raises(ModelNotFoundError, match="no variant 'q8_0'"):
         store.resolve("mymodel:q8_0")
-    assert store.remove("mymodel") == ["mymodel:original"]
+    assert store.remove("mymodel").removed == ["mymodel:original"]
     with pytest.raises(ModelNotFoundError, match="unknown model 'mymodel'"):
         store.resolve("mymodel")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -14,8 +14,36 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# markup=False: model names, prompts, provider details and store text are printed as they are
+# ("[github]" stays "[github]"); styling goes through Text and style= where it is wanted.
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from slmkit import __version__
+
+        console.print(f"slm version {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Run, serve and compare small language models on your CPU."""
+
+
+@app.command("help")
+def help_command(
+    command: Annotated[Optional[list[str]], typer.Argument(help="The command to explain.")] = None,
+) -> None:
+    """Help about any command (`slm help run` is `slm run --help`)."""
+    app([*(command or []), "--help"], prog_name="slm")  # prints the help and exits
+
 
 ModelArg = Annotated[str, typer.Argument(help="Store name (smollm2, smollm2:q8_0) or a .gguf path.")]
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from slmkit.cli import options as opt
-from slmkit.cli.app import ModelArg, app, console
+from slmkit.cli.app import ModelArg, app, console, err_console
 from slmkit.store.catalog import CATALOG
 from slmkit.store.gguf_info import format_parameters, format_size, read_summary
 from slmkit.store.store import ModelStore
@@ -70,6 +70,8 @@ def _list_remote(json_output: bool) -> None:
 def show(
     model: ModelArg,
     template: Annotated[bool, typer.Option("--template", help="Print the whole chat template.")] = False,
+    modelfile: Annotated[bool, typer.Option("--modelfile", help="Print a Modelfile that `slm create` "
+                         "reads back into this model.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ):
     """Architecture, parameters, quantization, context, engines, template, license, size and path."""
@@ -78,6 +80,12 @@ def show(
     resolved = ModelStore().resolve(model)
     summary = read_summary(resolved.path)
     manifest = resolved.manifest
+    if modelfile:
+        from slmkit.store.modelfile import render
+
+        sys.stdout.write(render(resolved.name, resolved.path, manifest,
+                                manifest.template or summary.chat_template or "", generator="slm show --modelfile"))
+        return
     engines = engine_support(resolved.path)
     facts = {
         "name": resolved.name,
@@ -131,14 +139,54 @@ def import_model(
 ):
     """Copy a local GGUF file or Hugging Face folder into the store under NAME."""
     manifest = ModelStore().import_file(path, name, system=system)
-    console.print(f"imported {path} as {manifest.name} ({', '.join(sorted(manifest.variants))})")
+    console.print(f"imported {path} as {manifest.name} ({', '.join(sorted(manifest.variants))})",
+                  markup=False, highlight=False)
 
 
 @app.command()
-def rm(model: ModelArg):
-    """Remove a model (NAME) or one variant (NAME:TAG) from the store."""
-    for removed in ModelStore().remove(model):
-        console.print(f"deleted {removed}")
+def rm(model: Annotated[str, typer.Argument(help="NAME (every variant), NAME:TAG (one variant), or the "
+                                            "path of a variant's file in the store.")]):
+    """Remove a model or one of its variants from the store (files outside the store are never deleted)."""
+    removal = ModelStore().remove(model)
+    for removed in removal.removed:
+        console.print(f"deleted {removed}", markup=False, highlight=False)
+    if removal.new_default:
+        console.print(f"{removal.new_default} is now the default variant", markup=False, highlight=False)
+
+
+@app.command()
+def cp(
+    source: Annotated[str, typer.Argument(help="NAME (every variant) or NAME:TAG (that variant).")],
+    destination: Annotated[str, typer.Argument(help="The new name (an existing one is replaced).")],
+):
+    """Copy a model under a new name (files are hard-linked where possible)."""
+    manifest = ModelStore().copy(source, destination)
+    console.print(f"copied {source} to {manifest.name} ({', '.join(sorted(manifest.variants))})",
+                  markup=False, highlight=False)
+
+
+@app.command()
+def create(
+    name: Annotated[str, typer.Argument(help="Store name for the new model (optionally name:tag).")],
+    file: Annotated[str, typer.Option("--file", "-f", help="The Modelfile (FROM, PARAMETER, TEMPLATE, SYSTEM, "
+                                      "MESSAGE, LICENSE).")] = "Modelfile",
+):
+    """Create a model from an Ollama-style Modelfile (FROM a store name, a .gguf file or a HF folder)."""
+    from pathlib import Path
+
+    from slmkit.errors import InvalidParameterError
+    from slmkit.store.modelfile import parse
+
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise InvalidParameterError("file", f"no Modelfile at {path}; give one with -f PATH")
+    modelfile = parse(path.read_text(encoding="utf-8"))
+    manifest = ModelStore().create(name, modelfile, relative_to=path.parent)
+    for option in modelfile.ignored:
+        err_console.print(f"ignored PARAMETER {option}: slmkit has no use for it (context and threads are "
+                          "set when a model loads: --context-length, --threads)", markup=False, highlight=False)
+    console.print(f"created {manifest.name}:{manifest.default_variant} from {modelfile.base}",
+                  markup=False, highlight=False)
 
 
 @app.command()

@@ -88,6 +88,10 @@ class SamplingFlags:
                 changes[f.name] = _read_file(f"--{f.name.replace('_', '-')}", value)
             else:
                 changes[f.name] = parse_logit_bias(value) if f.name == "logit_bias" else value
+        if (self.num_beams or 1) > 1 and self.temperature is None:
+            # Beam search scores by log-probability: a model's default temperature (a manifest's
+            # 0.2) means nothing to it, and refusing it would blame a flag the user never gave.
+            changes["temperature"] = 0.0
         return defaults.updated(**changes)
 
 

@@ -65,5 +65,93 @@ def serve(
         if parse_model_string(name) is None:
             store.resolve(name)
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
-        err_console.print(f"[yellow]warning:[/] serving on {host} without an API key (use --api-key)")
+        err_console.print(f"warning: serving on {host} without an API key (use --api-key)", style="yellow")
     run_server(config, log_level=log_level.lower())
+
+
+# -- a running server ---------------------------------------------------------------------
+ServerUrl = Annotated[str, typer.Option("--host", envvar="SLMKIT_HOST", help="The running `slm serve` "
+                      "(also SLMKIT_HOST).")]
+ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="SLMKIT_API_KEY", help="Its API key, if "
+                   "it needs one (also SLMKIT_API_KEY).")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _call(method: str, url: str, path: str, api_key: str | None, body: dict | None = None) -> dict:
+    """One request to a running server; no server there is a one-line error, not a traceback."""
+    import httpx
+
+    from slmkit.errors import OverloadedError, SlmkitError
+
+    base = url if "://" in url else f"http://{url}"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.request(method, base.rstrip("/") + path, json=body, headers=headers, timeout=120)
+    except httpx.HTTPError as exc:
+        raise OverloadedError(f"no slmkit server answers at {base} ({exc}); start one with `slm serve` "
+                              "or point --host / SLMKIT_HOST at it") from None
+    try:
+        data = response.json()
+    except ValueError:
+        data = {}
+    if response.status_code >= 400:
+        err = SlmkitError(f"{base}: {data.get('error') or response.text.strip() or response.status_code}")
+        err.status_code = response.status_code
+        raise err
+    return data
+
+
+@app.command()
+def ps(url: ServerUrl = DEFAULT_URL, api_key: ApiKey = None):
+    """Models a running server has loaded: name, size, processor, and until when."""
+    from rich.table import Table
+
+    from slmkit.cli.app import console
+    from slmkit.store.gguf_info import format_size
+
+    models = _call("GET", url, "/api/ps", api_key)["models"]
+    table = Table("NAME", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL", box=None)
+    for m in models:
+        seconds = _expires_in(m["expires_at"])
+        when = "forever" if seconds > 10 * 365 * 86400 else _from_now(seconds)
+        table.add_row(m["name"], format_size(m["size"]), "100% CPU" if not m.get("size_vram") else "GPU",
+                      str(m.get("context_length", "")), when)
+    console.print(table if models else "No models are loaded.")
+
+
+def _expires_in(stamp: str) -> float:
+    """Seconds until an RFC 3339 time (Ollama's, with nanoseconds, which Python does not read)."""
+    import re
+    import time
+    from datetime import datetime
+
+    trimmed = re.sub(r"(\.\d{6})\d+", r"\1", stamp).replace("Z", "+00:00")
+    return datetime.fromisoformat(trimmed).timestamp() - time.time()
+
+
+def _from_now(seconds: float) -> str:
+    if seconds < 1:
+        return "now (unloading)"
+    if seconds < 90:
+        return f"{seconds:.0f} seconds from now"
+    return f"{seconds / 60:.0f} minutes from now"
+
+
+@app.command()
+def stop(model: Annotated[str, typer.Argument(help="A loaded model (see `slm ps`).")],
+         url: ServerUrl = DEFAULT_URL, api_key: ApiKey = None):
+    """Unload a model from a running server now (its requests in flight finish first)."""
+    from slmkit.cli.app import console
+    from slmkit.errors import ModelNotFoundError
+
+    before = {m["name"] for m in _call("GET", url, "/api/ps", api_key)["models"]}
+    # Ollama's `stop`: an empty generate with keep_alive 0; the server resolves the name.
+    _call("POST", url, "/api/generate", api_key, {"model": model, "keep_alive": 0})
+    after = _call("GET", url, "/api/ps", api_key)["models"]
+    gone = before - {m["name"] for m in after}
+    if gone:
+        console.print(f"stopped {', '.join(sorted(gone))}")
+    elif any(_expires_in(m["expires_at"]) < 1 for m in after):
+        console.print(f"{model} unloads as soon as its requests in flight finish")
+    else:
+        raise ModelNotFoundError(f"{model} is not loaded on {url} (loaded: {', '.join(sorted(before)) or 'none'})")

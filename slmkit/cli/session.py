@@ -161,18 +161,28 @@ def _read_lines(interactive: bool) -> Iterator[str]:
             pass
     except ImportError:
         readline = None
+    interrupted = False  # Ctrl-C just before: a second one in a row leaves
     try:
         while True:
             try:
                 line = input(">>> ")
+                if line.strip().startswith('"""'):
+                    parts = [line.strip()[3:]]
+                    while not parts[-1].rstrip().endswith('"""'):
+                        parts.append(input("... "))
+                    line = "\n".join(parts).rstrip()[:-3]
             except EOFError:
                 print()
                 return
-            if line.strip().startswith('"""'):
-                parts = [line.strip()[3:]]
-                while not parts[-1].rstrip().endswith('"""'):
-                    parts.append(input("... "))
-                line = "\n".join(parts).rstrip()[:-3]
+            except KeyboardInterrupt:
+                # Ollama's habit: Ctrl-C at the prompt drops the line, it does not end the chat.
+                if interrupted:
+                    print()
+                    return
+                interrupted = True
+                print("\nUse /bye or Ctrl-D to leave (or Ctrl-C again).")
+                continue
+            interrupted = False
             yield line
     finally:
         if readline is not None:

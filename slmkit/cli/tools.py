@@ -90,7 +90,8 @@ def compare(
             if not live_view:
                 results.append(comparison.run(messages))
                 continue
-            console.print(Rule(f"[bold]{number}/{len(conversations)}[/] {messages[-1].content}", align="left"))
+            console.print(Rule(Text.assemble((f"{number}/{len(conversations)}", "bold"), f" {messages[-1].content}"),
+                               align="left"))
             with Live(console=console, refresh_per_second=8, transient=False) as live:
                 results.append(comparison.run(messages, lambda runs: live.update(_compare_view(runs))))
     finally:
@@ -108,18 +109,37 @@ def _compare_view(runs) -> Table:
     grid = Table.grid(expand=True, padding=(0, 1))
     for _ in runs:
         grid.add_column(ratio=1)
+    # Each panel's share of the terminal, less the padding between panels, its two borders, the
+    # border dashes beside the subtitle and the spaces rich puts around it.
+    width = max(8, (console.width - (len(runs) - 1)) // max(1, len(runs)) - 6)
     panels = []
     for run in runs:
-        stats = [f"TTFT {run.ttft:.2f}s" if run.ttft is not None else "waiting",
-                 f"{run.tokens_per_second:.1f} tok/s" if run.tokens_per_second else None,
-                 f"{run.completion_tokens} tok"]
-        if run.done:
-            stats.append(run.finish_reason or "error")
         body = Text(f"error: {run.error}", style="red") if run.error else Text(run.text)
-        panels.append(Panel(body, title=f"[bold]{run.model}[/]", subtitle=" · ".join(s for s in stats if s),
+        panels.append(Panel(body, title=Text(run.model, style="bold"), subtitle=Text(compare_footer(run, width)),
                             border_style="green" if run.done and not run.error else "blue"))
     grid.add_row(*panels)
     return grid
+
+
+def compare_footer(run, width: int) -> str:
+    """The stats under a model's answer, shortened until they fit ``width`` columns: the token
+    count goes first, then the TTFT label, then the least needed numbers."""
+    ttft = f"{run.ttft:.2f}s" if run.ttft is not None else "waiting"
+    rate = f"{run.tokens_per_second:.1f} tok/s" if run.tokens_per_second else None
+    finish = (run.finish_reason or "error") if run.done else None
+    labelled = f"TTFT {ttft}" if run.ttft is not None else ttft
+    candidates = [
+        [labelled, rate, f"{run.completion_tokens} tok", finish],
+        [labelled, rate, finish],
+        [ttft, rate, finish],
+        [rate or ttft, finish],
+        [finish or rate or ttft],
+    ]
+    for parts in candidates:
+        text = " · ".join(p for p in parts if p)
+        if len(text) <= width:
+            return text
+    return text[:width]
 
 
 # -- bench --------------------------------------------------------------------------------
@@ -168,8 +188,9 @@ def bench(
     if json_output:
         console.print_json(json.dumps(report.to_dict()))
         return
-    console.print(f"[bold]{report.model}[/] ({report.kind}{f', {report.threads} threads' if report.threads else ''}): "
-                  f"{report.prompt_tokens}-token prompts, {report.max_tokens} new tokens each")
+    console.print(Text.assemble((report.model, "bold"),
+                                f" ({report.kind}{f', {report.threads} threads' if report.threads else ''}): "
+                                f"{report.prompt_tokens}-token prompts, {report.max_tokens} new tokens each"))
     console.print(table)
     if plot:
         console.print(f"plot: {plot}")

@@ -369,7 +369,7 @@ class Engine:
                             time_to_first_token=first - active.started,
                             drafted_tokens=active.proposer.drafted if active.proposer else 0,
                             accepted_tokens=active.proposer.accepted if active.proposer else 0),
-            error=error,
+            error=error, stop_sequence=active.text.matched_stop if reason == "stop" else None,
         ))
 
     def run_until_done(self) -> None:

@@ -11,7 +11,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slmkit import __version__
@@ -33,6 +33,7 @@ log = logging.getLogger("slmkit.server")
 access_log = logging.getLogger("slmkit.access")
 
 OPEN_PATHS = {"/health"}  # reachable without an API key (probes); everything else needs one when keys are set
+BLOB_PATH = "/api/blobs/"
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -112,16 +113,40 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def metrics():
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    from slmkit.server import azure_routes, ollama_routes, openai_routes
+    @app.get("/")
+    async def root():
+        return root_response()
+
+    @app.head("/")
+    async def root_probe():  # some clients probe with HEAD; Starlette sends no body for it
+        return root_response()
+
+    from slmkit.server import (
+        anthropic_routes,
+        azure_routes,
+        ollama_model_routes,
+        ollama_routes,
+        openai_routes,
+        responses_routes,
+    )
 
     app.include_router(openai_routes.router)
+    app.include_router(responses_routes.router)
+    app.include_router(anthropic_routes.router)
     app.include_router(ollama_routes.router)
+    app.include_router(ollama_model_routes.router)
     app.include_router(azure_routes.router)
     if config.cors_origins:
         # Added last, so it is the outermost layer: preflights are answered before the key check.
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["Retry-After"])
     return app
+
+
+def root_response() -> Response:
+    """What ``GET /`` answers: Ollama's habit (clients probe it to see a server is up). The
+    playground replaces this answer when it is enabled."""
+    return PlainTextResponse("slmkit is running")
 
 
 def _check_auth(request: Request, config: ServerConfig) -> None:
@@ -153,6 +178,8 @@ def key_matches(key: str, keys: set[str]) -> bool:
 
 
 def _check_body_size(request: Request, config: ServerConfig) -> None:
+    if request.url.path.startswith(BLOB_PATH):
+        return  # model files: streamed to disk, not read into memory
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
         raise PayloadTooLargeError(

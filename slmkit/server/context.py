@@ -12,8 +12,10 @@ from slmkit.errors import ModelNotFoundError
 from slmkit.server.config import ServerConfig
 from slmkit.server.generation import stream_tokens
 from slmkit.server.metrics import Metrics
+from slmkit.server.conversations import ConversationStore
 from slmkit.server.models import ModelManager, ServedModel
-from slmkit.types import RequestOutput, SamplingParams
+from slmkit.server.remote import RemoteModel
+from slmkit.types import Message, RequestOutput, SamplingParams
 
 
 @dataclass
@@ -22,6 +24,7 @@ class ServerContext:
     manager: ModelManager
     metrics: Metrics
     fingerprint: str = f"slmkit-{__version__}"
+    conversations: ConversationStore = field(default_factory=ConversationStore)  # previous_response_id
     _embedder: object | None = None
     _embedder_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -29,6 +32,17 @@ class ServerContext:
                embeddings: Sequence[EmbeddingSpan] = ()) -> AsyncIterator[RequestOutput]:
         return stream_tokens(served, prompt_ids, params, metrics=self.metrics, embeddings=embeddings,
                              timeout=self.config.request_timeout, max_queue=self.config.max_queue)
+
+    async def chat(self, served: ServedModel | RemoteModel, messages: list[Message], params: SamplingParams, *,
+                   asked_max_tokens: int | None, max_tokens_param: str) -> AsyncIterator[RequestOutput]:
+        """One answer's deltas, from a local model or forwarded to a provider. What cannot run
+        (too long, queue full, images for a text model) is refused here, before a response starts."""
+        if isinstance(served, RemoteModel):
+            return await served.chat(messages, params)
+        prompt = await served.encode_chat(messages)  # images too, as /v1/chat/completions has them
+        served.check_fits(len(prompt.token_ids), asked_max_tokens, max_tokens_param=max_tokens_param)
+        served.admit(prompt.token_ids, params, self.config.max_queue)
+        return self.stream(served, prompt.token_ids, params, prompt.embeddings)
 
     # -- embeddings -----------------------------------------------------------------------
     @property

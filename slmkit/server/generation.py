@@ -66,6 +66,7 @@ class Completion:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
+    stop_sequence: str | None = None
     usage: Usage = field(default_factory=Usage)
     ttft: float = 0.0
     decode_seconds: float = 0.0
@@ -84,6 +85,7 @@ async def collect(deltas: AsyncIterator[RequestOutput]) -> Completion:
             done.tool_calls.extend(out.tool_calls)
             if out.finished:
                 done.finish_reason = out.finish_reason
+                done.stop_sequence = out.stop_sequence
                 done.usage = out.usage
                 done.ttft = out.timings.time_to_first_token
                 done.decode_seconds = out.timings.decode_seconds

@@ -114,20 +114,40 @@ def ollama_error(exc: SlmkitError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status_code, headers=_headers(exc))
 
 
+# Anthropic's error types by status (docs.anthropic.com "Errors"); 503 is its overloaded_error.
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    500: "api_error", 503: "overloaded_error", 504: "timeout_error"}
+
+
+def anthropic_error_body(exc: SlmkitError) -> dict:
+    kind = _ANTHROPIC_TYPES.get(exc.status_code, "invalid_request_error" if exc.status_code < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": exc.message}}
+
+
+def anthropic_error(exc: SlmkitError) -> JSONResponse:
+    return JSONResponse(anthropic_error_body(exc), status_code=exc.status_code, headers=_headers(exc))
+
+
 def api_of(path: str) -> str:
     if path.startswith("/api/"):
         return "ollama"
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return "anthropic"
     if path.startswith("/v1/") or path in ("/health", "/metrics", "/"):
         return "openai"
     return "azure"
 
 
 def error_response(path: str, exc: SlmkitError) -> JSONResponse:
-    return {"ollama": ollama_error, "azure": azure_error}.get(api_of(path), openai_error)(exc)
+    shapes = {"ollama": ollama_error, "azure": azure_error, "anthropic": anthropic_error}
+    return shapes.get(api_of(path), openai_error)(exc)
 
 
-def sse(data: Any) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+def sse(data: Any, event: str | None = None) -> str:
+    """One server-sent event; ``event`` names it (the Responses and Anthropic streams do)."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": logged and counted, read by nobody

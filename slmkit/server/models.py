@@ -205,7 +205,7 @@ class ModelManager:
         formatter = PromptFormatter(model.tokenizer, architecture=model.info.architecture,
                                     template=manifest.template or model.info.chat_template,
                                     system_prompt=manifest.system, model_name=name,
-                                    vision=getattr(model, "vision", None))
+                                    vision=getattr(model, "vision", None), preset_messages=manifest.messages)
         return ServedModel(
             name=name, path=path, manifest=manifest, model=model,
             engine=AsyncEngine(engine, name=f"engine-{name}"), formatter=formatter,

@@ -27,6 +27,12 @@ ERROR_SCHEMAS: dict[str, dict[str, Any]] = {
                            "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}},
     },
     "OllamaError": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "AnthropicError": {
+        "type": "object", "required": ["type", "error"],
+        "properties": {"type": {"const": "error"}, "error": {
+            "type": "object", "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}},
+    },
     "AzureError": {
         "type": "object", "required": ["error"],
         "properties": {"error": {
@@ -48,7 +54,8 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
 def error_schema_for(path: str) -> str:
     from slmkit.server.http import api_of
 
-    return {"ollama": "OllamaError", "azure": "AzureError"}.get(api_of(path), "OpenAIError")
+    return {"ollama": "OllamaError", "azure": "AzureError", "anthropic": "AnthropicError"}.get(api_of(path),
+                                                                                             "OpenAIError")
 
 
 def install(app: FastAPI) -> None:
@@ -56,7 +63,7 @@ def install(app: FastAPI) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
-                             description="OpenAI, Ollama and Azure AI Inference APIs of slmkit")
+                             description="OpenAI (chat, completions, responses), Anthropic Messages, Ollama and Azure AI Inference APIs of slmkit")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         if _MODELS:
             _, defs = models_json_schema([(m, "validation") for m in _MODELS.values()], ref_template=_REF)

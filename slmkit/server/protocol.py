@@ -1,5 +1,6 @@
 """OpenAI-shaped request bodies (also what Azure AI Inference sends), converted once into our
-types. Unknown fields are refused like OpenAI does; vLLM's extras (top_k, min_p,
+types. Unknown fields are refused like OpenAI does (fields OpenAI accepts that change nothing
+here, like ``metadata`` or ``service_tier``, are accepted and ignored); vLLM's extras (top_k, min_p,
 repetition_penalty, ignore_eos, stop_token_ids) are accepted."""
 
 from __future__ import annotations
@@ -158,7 +159,17 @@ class _Sampling(_Strict):
     frequency_penalty: float | None = Field(None, ge=-limits.PENALTY_RANGE, le=limits.PENALTY_RANGE)
     logit_bias: dict[str, float] | None = Field(None, max_length=limits.MAX_LOGIT_BIAS_ENTRIES)
     seed: JsonInt | None = Field(None, ge=limits.RANDOM_SEED, le=limits.SEED_MAX)
+    # Sent by real clients, meaningless to a local server, and accepted by OpenAI's API: ignored.
     user: str | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prediction: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
     # vLLM / llama-server extras
     top_k: JsonInt | None = Field(None, ge=-1)
     min_p: float | None = Field(None, ge=0, le=1)

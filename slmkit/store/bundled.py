@@ -66,6 +66,10 @@ def assemble_gemma3_270m(target: Path, *, progress: bool = True) -> Path:
 def copy_with_progress(source: Path, target: Path, *, progress: bool = True) -> Path:
     """Copy a model file into the store (a hard link when both are on one filesystem)."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and target.samefile(source):
+        # Re-importing the same file: renaming a hard link onto another link of the same file
+        # is a no-op in POSIX, which would leave the .partial behind.
+        return target
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
     try:

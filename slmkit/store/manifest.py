@@ -21,6 +21,7 @@ class Manifest:
     template: str | None = None  # overrides the chat template in the model's metadata
     system: str | None = None  # default system prompt when a chat has none
     parameters: dict[str, Any] = field(default_factory=dict)  # default SamplingParams fields
+    messages: list[dict[str, str]] = field(default_factory=list)  # a conversation every chat starts with
     license: str | None = None
     source: str = ""  # where the weights came from, for `slm show`
     notes: dict[str, Any] = field(default_factory=dict)  # e.g. the quantization check result

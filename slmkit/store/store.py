@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, OfflineError
@@ -20,9 +21,14 @@ from slmkit.store.catalog import CATALOG, CatalogEntry, import_instructions
 from slmkit.store.gguf_info import read_gguf_summary
 from slmkit.store.manifest import MANIFEST_FILE, Manifest
 
+if TYPE_CHECKING:
+    from slmkit.store.modelfile import Modelfile
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing newline through
 _CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 MAX_REFERENCE = 4096  # PATH_MAX
+LATEST = "latest"
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def default_home() -> Path:
@@ -72,8 +78,17 @@ def shown(reference: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+@dataclass
+class Removal:
+    """What `ModelStore.remove` deleted, and the variant that became the default (if it changed)."""
+
+    removed: list[str]
+    new_default: str | None = None
+
+
 def parse_reference(reference: str) -> tuple[str, str | None]:
-    """``"name:tag"`` -> (name, tag); both checked so they cannot name paths."""
+    """``"name:tag"`` -> (name, tag); both checked so they cannot name paths. ``name:latest``
+    is what Ollama's habits call the default variant: (name, None)."""
     name, colon, tag = check_reference(reference).partition(":")
     for part, what in ((name, "name"), (tag if colon else "x", "tag")):
         if not _NAME.match(part) or part in (".", ".."):
@@ -82,7 +97,7 @@ def parse_reference(reference: str) -> tuple[str, str | None]:
                 f"{shown(reference)} is not a valid model {what}: use lowercase letters, digits, '.', "
                 "'_' and '-' (e.g. smollm2 or smollm2:q8_0), or a path to a .gguf file",
             )
-    return name, tag or None
+    return name, (None if tag in ("", LATEST) else tag)
 
 
 class ModelStore:
@@ -98,6 +113,13 @@ class ModelStore:
         if folder.parent != self.models_dir.resolve():
             raise InvalidParameterError("model", f"{name!r} would leave the model store")
         return folder
+
+    def blob_path(self, digest: str) -> Path:
+        """Where an uploaded file (Ollama's ``/api/blobs/sha256:<hex>``) is kept until a model is
+        created from it."""
+        if not _DIGEST.match(digest):
+            raise InvalidParameterError("digest", f"{digest!r} is not a digest; expected sha256:<64 hex digits>")
+        return self.home / "blobs" / digest.replace(":", "-")
 
     def manifest(self, name: str) -> Manifest | None:
         folder = self.folder(name)
@@ -290,27 +312,136 @@ class ModelStore:
         manifest.save(folder)
         return manifest
 
+    # -- copying and creating -------------------------------------------------------------
+    def copy(self, source: str, target: str) -> Manifest:
+        """``NAME`` (every variant) or ``NAME:TAG`` (that variant, as the default) under a new
+        name; files inside the store are hard-linked where the filesystem allows."""
+        src_name, src_tag = parse_reference(source)
+        dst_name, dst_tag = parse_reference(target)
+        if src_name == dst_name:
+            raise InvalidParameterError("destination", f"{target!r} is {source!r}'s own name; choose another")
+        base = self.resolve(source)  # pulls a bundled model on first use, like `slm run`
+        manifest = base.manifest
+        src_folder = self.folder(src_name)
+        tags = [base.name.partition(":")[2]] if src_tag else sorted(manifest.variants)
+        renamed = {t: (dst_tag or t) if src_tag else t for t in tags}
+        copied = Manifest(**{**asdict(manifest), "name": dst_name, "variants": {}, "notes": {},
+                             "source": f"copied from {base.name}"})
+        copied.default_variant = renamed[tags[0]] if src_tag else manifest.default_variant
+        folder = self.folder(dst_name)
+        self._replace_folder(folder)
+        for tag in tags:
+            copied.variants[renamed[tag]] = self._link_variant(manifest.variant_path(src_folder, tag), src_folder,
+                                                               folder, renamed[tag])
+        copied.save(folder)
+        return copied
+
+    def create(self, name: str, modelfile: "Modelfile", *, relative_to: Path | None = None) -> Manifest:
+        """A model made from a Modelfile: its ``FROM`` (store name, GGUF file or Hugging Face
+        folder) with the Modelfile's template, system prompt, messages, parameters and license."""
+        model_name, tag = parse_reference(name)
+        tag = tag or "original"
+        path = modelfile.base_path(relative_to)
+        if looks_like_path(modelfile.base) or path.exists():
+            if not path.exists():
+                raise ModelNotFoundError(f"FROM {modelfile.base}: no such file or folder ({path})")
+            if self.folder(model_name) in path.resolve().parents:
+                raise InvalidParameterError("name", f"FROM {modelfile.base} is a file of {model_name} itself; "
+                                            "choose another name")
+            _check_model_source(path)  # a broken file fails before the model it would replace is gone
+            self._replace_folder(self.folder(model_name))
+            manifest = self.import_file(path, f"{model_name}:{tag}")
+            manifest.source = f"created from {path}"
+        else:
+            base = self.resolve(modelfile.base)
+            if base.manifest.name == model_name:
+                raise InvalidParameterError("name", f"{name!r} cannot be built FROM itself; choose another name")
+            manifest = Manifest(**{**asdict(base.manifest), "name": model_name, "variants": {}, "notes": {},
+                                   "default_variant": tag, "source": f"created from {base.name}"})
+            folder = self.folder(model_name)
+            self._replace_folder(folder)
+            manifest.variants[tag] = self._link_variant(base.path, self.folder(base.manifest.name), folder, tag)
+        manifest.default_variant = tag
+        modelfile.apply(manifest)
+        manifest.save(self.folder(model_name))
+        return manifest
+
+    def _replace_folder(self, folder: Path) -> None:
+        """Ollama's create and cp overwrite a model of that name: so do ours."""
+        if folder.exists():
+            shutil.rmtree(folder)
+
+    def _link_variant(self, path: Path, src_folder: Path, folder: Path, tag: str) -> str:
+        """A variant file for a new model: files the store owns are linked (or copied) into
+        ``folder``; files it only points at (bundled packages) are pointed at again."""
+        if src_folder not in path.parents:
+            return str(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, folder / tag, copy_function=_link_or_copy)
+            return tag
+        copy_with_progress(path, folder / f"{tag}.gguf", progress=self.progress)
+        return f"{tag}.gguf"
+
     # -- removing -------------------------------------------------------------------------
-    def remove(self, reference: str) -> list[str]:
-        """Delete a variant (``name:tag``) or a whole model; returns what was removed."""
+    def remove(self, reference: str) -> Removal:
+        """Delete a variant (``name:tag``, or the path of its file in the store) or a whole model."""
+        reference = check_reference(reference)  # before any filesystem call: a NUL is a ValueError there
+        if reference.endswith(".gguf") or (looks_like_path(reference) and Path(reference).expanduser().is_file()):
+            reference = self._reference_of_path(reference)
         name, tag = parse_reference(reference)
         manifest = self.manifest(name)
         if manifest is None:
             raise ModelNotFoundError(f"{name!r} is not in the store ({self.models_dir})")
+        if tag is None and reference.strip().endswith(f":{LATEST}"):
+            tag = manifest.default_variant  # NAME:latest is one variant, the default; NAME is all of them
         folder = self.folder(name)
         if tag is None or set(manifest.variants) == {tag}:
             shutil.rmtree(folder)
-            return [f"{name}:{t}" for t in sorted(manifest.variants)]
+            return Removal([f"{name}:{t}" for t in sorted(manifest.variants)])
         if tag not in manifest.variants:
             raise ModelNotFoundError(f"{name} has no variant {tag!r}")
         path = manifest.variant_path(folder, tag)
         if folder in path.parents:  # never delete files we only point at (bundled packages)
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         del manifest.variants[tag]
+        new_default = None
         if manifest.default_variant == tag:
-            manifest.default_variant = "original" if "original" in manifest.variants else sorted(manifest.variants)[0]
+            new_default = "original" if "original" in manifest.variants else sorted(manifest.variants)[0]
+            manifest.default_variant = new_default
         manifest.save(folder)
-        return [f"{name}:{tag}"]
+        return Removal([f"{name}:{tag}"], f"{name}:{new_default}" if new_default else None)
+
+    def _reference_of_path(self, reference: str) -> str:
+        """``slm rm PATH``: the store variant whose file PATH is; files outside the store are the
+        user's, and slmkit never deletes them."""
+        path = Path(reference).expanduser().resolve()
+        # Only files the store holds: a bundled package's file is pointed at, not held.
+        for variant in self.list() if self.models_dir.resolve() in path.parents else []:
+            if variant.path.resolve() == path:
+                return variant.reference
+        raise InvalidParameterError(
+            "model", f"{reference} is not a file of a model in the store ({self.models_dir}); slm rm deletes "
+            "store models only (see `slm list`), so delete your own files yourself")
+
+
+def _check_model_source(path: Path) -> None:
+    if path.is_dir():
+        from slmkit.models.safetensors import read_config
+
+        read_config(path)
+    else:
+        read_gguf_summary(path)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _size(path: Path) -> int:

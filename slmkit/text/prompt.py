@@ -31,15 +31,18 @@ class EncodedPrompt:
 
 class PromptFormatter:
     """A model's chat template (the manifest's, else the GGUF's, else a built-in guessed from the
-    architecture and special tokens), its default system prompt, and its BOS rule. ``vision`` is a
-    vision model's `VisionEncoder` (None: the model reads text only and refuses images)."""
+    architecture and special tokens), its default system prompt, the conversation every chat
+    starts with (a Modelfile's ``MESSAGE`` lines), and its BOS rule. ``vision`` is a vision
+    model's `VisionEncoder` (None: the model reads text only and refuses images)."""
 
     def __init__(self, tokenizer: Tokenizer, *, architecture: str, template: str | None,
-                 system_prompt: str | None, model_name: str = "this model", vision: Any = None):
+                 system_prompt: str | None, model_name: str = "this model", vision: Any = None,
+                 preset_messages: Sequence[Message | dict] = ()):
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.system_prompt = system_prompt
         self.vision = vision
+        self.preset_messages = [Message.coerce(m) for m in preset_messages]
         special = tokenizer.special
         bos = tokenizer.token_text(special.bos) if special.bos is not None else ""
         eos = tokenizer.token_text(special.eos) if special.eos is not None else ""
@@ -55,7 +58,7 @@ class PromptFormatter:
                             system_prompt: str | None = None, tools: Sequence[Tool] = ()) -> str:
         """The prompt text. `tools` (and tool calls / results in the history) go through the
         template when it renders tools, else through `fold_tool_messages`'s default block."""
-        coerced = [Message.coerce(m) for m in messages]
+        coerced = self._with_presets(messages)
         refuse_images(coerced, self.model_name)  # named here: the template only knows "this model"
         system = self.system_prompt if system_prompt is None else system_prompt
         extra = {}
@@ -81,7 +84,7 @@ class PromptFormatter:
                            num_crops: int | None = None, system_prompt: str | None = None) -> EncodedPrompt:
         """A conversation's tokens and image rows: image parts where they stand, ``images`` (paths,
         bytes, PIL images) at the start of the last user message unless the text tags them."""
-        coerced = [Message.coerce(m) for m in messages]
+        coerced = self._with_presets(messages)
         if not images and not any(m.images for m in coerced):
             return EncodedPrompt(self.encode_chat(coerced, system_prompt=system_prompt))
         self._need_vision(coerced, images)
@@ -101,6 +104,13 @@ class PromptFormatter:
         self._need_vision([], images)
         names = [image if isinstance(image, str) else f"images[{i}]" for i, image in enumerate(images)]
         return self.vision.build(prompt, list(images), names=names, num_crops=num_crops)
+
+    def _with_presets(self, messages: Sequence[Message | dict]) -> list[Message]:
+        coerced = [Message.coerce(m) for m in messages]
+        if self.preset_messages:  # after the caller's system message, as Ollama places them
+            head = 1 if coerced and coerced[0].role == "system" else 0
+            coerced = coerced[:head] + self.preset_messages + coerced[head:]
+        return coerced
 
     def _need_vision(self, messages: list[Message], images: Sequence[Any]) -> None:
         if self.vision is not None:
