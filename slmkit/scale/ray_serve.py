@@ -125,6 +125,20 @@ def build_application(config: ServerConfig, options: RayServeOptions):
     return serve.deployment(**deployment_options)(cls).bind(config)
 
 
+def app_builder(args: dict):
+    """Entry for a Serve config (KubeRay `serveConfigV2`, `serve run`): ``args`` are `slm serve`
+    settings (models, threads, parallel, context_length, max_queue, replicas); replica counts and
+    autoscaling given in the config's `deployments` override ours."""
+    known = {"models", "threads", "parallel", "context_length", "max_queue", "replicas"}
+    unknown = set(args) - known
+    if unknown:
+        raise InvalidParameterError("args", f"unknown settings {sorted(unknown)}; known: {sorted(known)}")
+    config = ServerConfig(host="0.0.0.0", models=list(args.get("models", [])), threads=args.get("threads"),
+                          parallel=int(args.get("parallel", 8)), context_length=args.get("context_length"),
+                          max_queue=int(args.get("max_queue", 64)), api_keys=ServerConfig.keys_from_env())
+    return build_application(config, RayServeOptions(replicas=int(args.get("replicas", 1))))
+
+
 def _replica_env() -> dict[str, str]:
     """Settings replicas must share with the command (the store path, the API keys)."""
     keep = ("SLMKIT_HOME", "SLMKIT_API_KEYS", "SLMKIT_OFFLINE", "PYTHONPATH")
@@ -136,9 +150,6 @@ def serve_with_ray(config: ServerConfig, options: RayServeOptions, *, log_level:
     ray, serve = require_ray()
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     replicas = options.autoscale[1] if options.autoscale else options.replicas
     if options.address:
         ray.init(address=options.address, logging_level=log_level.upper())
@@ -151,6 +162,11 @@ def serve_with_ray(config: ServerConfig, options: RayServeOptions, *, log_level:
         # keep the second replica pending forever.
         ray.init(num_cpus=max(os.cpu_count() or 1, replicas * cpus_per_replica(config)),
                  include_dashboard=False, logging_level=log_level.upper())
+    # After ray.init: Ray installs a SIGTERM handler of its own that aborts the process, and an
+    # orchestrator's SIGTERM must take the app down and exit 0 instead.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": config.host, "port": config.port,
                                   "request_timeout_s": config.request_timeout + 30})
