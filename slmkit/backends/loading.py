@@ -13,7 +13,7 @@ from pathlib import Path
 
 from slmkit.errors import BackendUnavailableError, InvalidParameterError
 
-BACKENDS = ("auto", "llamacpp", "torch", "ortgenai")
+BACKENDS = ("auto", "llamacpp", "torch", "ortgenai", "vllm")
 
 
 # engine -> (the Python module it needs, the slmkit extra that installs it)
@@ -62,6 +62,13 @@ class BackendOptions:
     def resolve(self, path: Path) -> str:
         if self.backend not in BACKENDS:
             raise InvalidParameterError("backend", f"{self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.backend == "vllm":
+            from slmkit.backends.vllm import require_vllm
+
+            require_vllm()
+            raise BackendUnavailableError(
+                "--backend vllm: the vLLM engine adapter is not in this version of slmkit yet; "
+                "use --backend torch --device cuda on GPU nodes")
         engines = engines_for(path)
         if self.backend == "auto":
             return engines[0]

@@ -29,7 +29,7 @@ NumBeams = Annotated[Optional[int], typer.Option(help="Beam search with this man
 LengthPenalty = Annotated[Optional[float], typer.Option(help="Beam score = logprob / length^penalty.", rich_help_panel=_S)]
 IgnoreEos = Annotated[bool, typer.Option("--ignore-eos", help="Keep generating past end-of-turn.", rich_help_panel=_S)]
 ContextLength = Annotated[Optional[int], typer.Option(help="KV cache size in tokens (default: model's, max 8192).", rich_help_panel=_M)]
-Backend = Annotated[str, typer.Option(help="Engine: auto (llama.cpp for GGUF, ONNX Runtime GenAI for ONNX folders, torch for HF folders), llamacpp, ortgenai or torch.", rich_help_panel=_M)]
+Backend = Annotated[str, typer.Option(help="Engine: auto (llama.cpp for GGUF, ONNX Runtime GenAI for ONNX folders, torch for HF folders), llamacpp, ortgenai, torch or vllm (CUDA nodes, slmkit[vllm]).", rich_help_panel=_M)]
 Dtype = Annotated[str, typer.Option(help="torch engine weights: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.", rich_help_panel=_M)]
 Device = Annotated[str, typer.Option(help="torch engine device: auto, cpu, cuda, cuda:N.", rich_help_panel=_M)]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: cores available).", rich_help_panel=_M)]

@@ -62,6 +62,10 @@ def serve(
     )
     if log_level.lower() not in LOG_LEVELS:
         raise InvalidParameterError("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if backend == "vllm":  # models load inside the server; refuse before it starts
+        from slmkit.backends.vllm import require_vllm
+
+        require_vllm()
     store = ModelStore()
     for name in config.models:  # unknown names fail here, in one line, before the server starts
         if parse_model_string(name) is None:
