@@ -66,9 +66,7 @@ class BackendOptions:
             from slmkit.backends.vllm import require_vllm
 
             require_vllm()
-            raise BackendUnavailableError(
-                "--backend vllm: the vLLM engine adapter is not in this version of slmkit yet; "
-                "use --backend torch --device cuda on GPU nodes")
+            return "vllm"
         engines = engines_for(path)
         if self.backend == "auto":
             return engines[0]
@@ -87,6 +85,9 @@ def load_model(path: str | Path, options: BackendOptions | None = None, *, progr
     path = Path(path)
     options = options or BackendOptions()
     backend = options.resolve(path)
+    if backend == "vllm":  # an engine of its own (backends/vllm.VllmEngine), not a runner
+        raise BackendUnavailableError("--backend vllm serves through `slm serve` only; "
+                                      "use --backend torch --device cuda for this command")
     module, extra = ENGINE_NEEDS[backend]
     if importlib.util.find_spec(module) is None:
         raise BackendUnavailableError(f"the {backend} engine needs the Python package {module}: "
