@@ -15,6 +15,7 @@ mount the same volume at the same path on every node (deploy/README.md).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -64,6 +65,14 @@ def require_ray():
 def cpus_per_replica(config: ServerConfig) -> int:
     """Ray reserves as many CPUs as the replica's engine runs threads, so replicas do not share cores."""
     return config.threads or 1
+
+
+def with_replica_threads(config: ServerConfig, replicas: int) -> ServerConfig:
+    """No --threads: this machine's cores split between the replicas (an engine left to its
+    default would take every core, in every replica)."""
+    if config.threads is not None:
+        return config
+    return dataclasses.replace(config, threads=max(1, (os.cpu_count() or 1) // max(1, replicas)))
 
 
 class SlmkitReplica:
@@ -140,8 +149,9 @@ def app_builder(args: dict):
 
 
 def _replica_env() -> dict[str, str]:
-    """Settings replicas must share with the command (the store path, the API keys)."""
-    keep = ("SLMKIT_HOME", "SLMKIT_API_KEYS", "SLMKIT_OFFLINE", "PYTHONPATH")
+    """Settings replicas on other nodes must share with the command: the store's path (API keys
+    travel in the config; provider credentials belong to each node's own environment)."""
+    keep = ("SLMKIT_HOME", "SLMKIT_LLAMA_LOG")
     return {k: os.environ[k] for k in keep if k in os.environ}
 
 
@@ -151,6 +161,7 @@ def serve_with_ray(config: ServerConfig, options: RayServeOptions, *, log_level:
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     replicas = options.autoscale[1] if options.autoscale else options.replicas
+    config = with_replica_threads(config, replicas)
     if options.address:
         ray.init(address=options.address, logging_level=log_level.upper())
     else:
