@@ -47,7 +47,7 @@ class Result:
 def stream_one(base: str, prompt: str, max_tokens: int) -> tuple[float, int, str]:
     started = time.perf_counter()
     ttft, tokens = None, 0
-    body = {"model": "smollm2", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+    body = {"model": "smollm2", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True,
             "stream_options": {"include_usage": True}}
     with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=600) as r:
         r.raise_for_status()
@@ -56,7 +56,7 @@ def stream_one(base: str, prompt: str, max_tokens: int) -> tuple[float, int, str
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
-            if chunk.get("choices") and chunk["choices"][0].get("text") and ttft is None:
+            if chunk.get("choices") and ttft is None:
                 ttft = time.perf_counter() - started
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
@@ -111,11 +111,11 @@ def main() -> int:
     args = p.parse_args()
     results, hops = [], {}
     configs = [
-        ("direct, 1 server x 2 threads", ["--threads", "2", "--parallel", str(args.clients)], 0),
         ("Ray Serve, 1 replica x 1 thread", ["--ray", "--replicas", "1", "--threads", "1",
                                              "--parallel", str(args.clients)], 1),
         ("Ray Serve, 2 replicas x 1 thread", ["--ray", "--replicas", "2", "--threads", "1",
                                               "--parallel", str(args.clients)], 2),
+        ("direct, 1 server x 2 threads", ["--threads", "2", "--parallel", str(args.clients)], 0),
     ]
     for label, flags, replicas in configs:
         print(f"== {label}", flush=True)
@@ -133,8 +133,9 @@ def main() -> int:
 
 
 def markdown(results: list[Result], hops: dict[str, float], args) -> str:
-    direct = hops[results[0].label]
-    ray_hop = statistics.median([v for k, v in hops.items() if k != results[0].label])
+    direct_label = next(label for label in hops if label.startswith("direct"))
+    direct = hops[direct_label]
+    ray_hop = statistics.median([v for k, v in hops.items() if k != direct_label])
     loads = [r.load_before for r in results] + [r.load_after for r in results]
     cores = os.cpu_count()
     lines = [
@@ -162,6 +163,13 @@ def markdown(results: list[Result], hops: dict[str, float], args) -> str:
                      "builds and tests), so the absolute numbers are low and the ratios carry the noise too.")
     else:
         lines.append(f"The machine was quiet (load average {min(loads):.1f}–{max(loads):.1f} on {cores} cores).")
+    by_label = {r.label: r for r in results}
+    one = next((r for r in results if "1 replica" in r.label), None)
+    if one and by_label[direct_label].tokens_per_s < 0.5 * one.tokens_per_s:
+        lines += ["", "The direct 2-thread server fell far behind the 1-thread replicas on this oversubscribed box: "
+                  "llama.cpp's threads meet at a barrier inside every step, so each time the OS preempts one of "
+                  "them the whole step waits (REFERENCE.md §8h measured the same collapse, 95 → 7 tok/s); a "
+                  "1-thread engine has no barrier. On an idle machine the 2-thread server is the faster one."]
     lines += [
         "",
         "What to expect elsewhere: on 2 cores, two 1-thread replicas use the same cores as one 2-thread server, "
