@@ -26,6 +26,9 @@ CASES = [
     (["generate", "smollm2", "hi", "--context-length", "999999"], "more than the 8192 tokens this model was trained for"),
     (["generate", "smollm2", "hi", "--seed", "-5"], "seed: must be >= 0"),
     (["run", "smollm2", "hi", "--top-p", "0"], "top_p: must be > 0.0"),
+    (["serve", "--replicas", "2"], "--replicas, --autoscale and --ray-address need --ray"),
+    (["serve", "--ray", "--autoscale", "4"], "'4' is not MIN:MAX"),
+    (["serve", "--ray", "--autoscale", "3:1"], "need 0 <= MIN <= MAX"),
 ]
 
 
@@ -51,3 +54,12 @@ def test_python_api_refuses_a_list_of_prompts(llm):
 
     with pytest.raises(InvalidParameterError, match="call generate once per prompt"):
         llm.generate(["a", "b"])
+
+
+@pytest.mark.parametrize("args", [["generate", "smollm2", "hi", "--backend", "vllm"], ["serve", "--backend", "vllm"]])
+def test_vllm_backend_needs_cuda_and_vllm(args, tmp_path):
+    from slmkit.backends.vllm import missing_requirements
+
+    if not missing_requirements():
+        pytest.skip("this machine has CUDA and vllm")
+    test_bad_input_is_one_clear_line(args, "--backend vllm needs CUDA and vllm", tmp_path)

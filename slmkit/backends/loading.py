@@ -13,7 +13,7 @@ from pathlib import Path
 
 from slmkit.errors import BackendUnavailableError, InvalidParameterError
 
-BACKENDS = ("auto", "llamacpp", "torch", "ortgenai")
+BACKENDS = ("auto", "llamacpp", "torch", "ortgenai", "vllm")
 
 
 # engine -> (the Python module it needs, the slmkit extra that installs it)
@@ -63,6 +63,11 @@ class BackendOptions:
     def resolve(self, path: Path) -> str:
         if self.backend not in BACKENDS:
             raise InvalidParameterError("backend", f"{self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.backend == "vllm":
+            from slmkit.backends.vllm import require_vllm
+
+            require_vllm()
+            return "vllm"
         engines = engines_for(path)
         if self.backend == "auto":
             return engines[0]
@@ -81,6 +86,9 @@ def load_model(path: str | Path, options: BackendOptions | None = None, *, progr
     path = Path(path)
     options = options or BackendOptions()
     backend = options.resolve(path)
+    if backend == "vllm":  # an engine of its own (backends/vllm.VllmEngine), not a runner
+        raise BackendUnavailableError("--backend vllm serves through `slm serve` only; "
+                                      "use --backend torch --device cuda for this command")
     module, extra = ENGINE_NEEDS[backend]
     if importlib.util.find_spec(module) is None:
         raise BackendUnavailableError(f"the {backend} engine needs the Python package {module}: "

@@ -14,6 +14,7 @@ from slmkit.providers.registry import parse_model_string
 from slmkit.store.store import ModelStore
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_SCALE = "Scale-out"
 
 
 @app.command()
@@ -40,6 +41,14 @@ def serve(
     cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="Let web pages from this "
                            "origin call the API (repeatable; * for any). Off by default.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    ray: Annotated[bool, typer.Option("--ray", help="Serve through Ray Serve replicas (slmkit[ray]); "
+                   "--threads is then per replica.", rich_help_panel=_SCALE)] = False,
+    replicas: Annotated[int, typer.Option(min=1, max=1024, help="Fixed number of replicas (with --ray).",
+                        rich_help_panel=_SCALE)] = 1,
+    autoscale: Annotated[Optional[str], typer.Option(help="MIN:MAX replicas, scaled on ongoing requests "
+                         "(with --ray).", rich_help_panel=_SCALE)] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster (ray://… or host:port) "
+                           "instead of starting a local Ray.", rich_help_panel=_SCALE)] = None,
 ):
     """Serve models over the OpenAI, Ollama and Azure AI Inference APIs."""
     from slmkit.backends.loading import BackendOptions
@@ -60,13 +69,28 @@ def serve(
                                     f"{', '.join(limits.SPECULATIVE_MODES)}")
     if log_level.lower() not in LOG_LEVELS:
         raise InvalidParameterError("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if backend == "vllm":  # models load inside the server; refuse before it starts
+        from slmkit.backends.vllm import require_vllm
+
+        require_vllm()
     store = ModelStore()
     for name in config.models:  # unknown names fail here, in one line, before the server starts
         if parse_model_string(name) is None:
             store.resolve(name)
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         err_console.print(f"warning: serving on {host} without an API key (use --api-key)", style="yellow")
-    run_server(config, log_level=log_level.lower())
+    if not ray:
+        if autoscale or ray_address or replicas != 1:
+            raise InvalidParameterError("--ray", "--replicas, --autoscale and --ray-address need --ray")
+        run_server(config, log_level=log_level.lower())
+        return
+    from slmkit.scale.ray_serve import RayServeOptions, serve_with_ray
+
+    if autoscale and replicas != 1:
+        raise InvalidParameterError("--autoscale", "give --replicas N or --autoscale MIN:MAX, not both")
+    options = RayServeOptions(replicas=replicas, address=ray_address,
+                              autoscale=RayServeOptions.parse_autoscale(autoscale) if autoscale else None)
+    serve_with_ray(config, options, log_level=log_level.lower())
 
 
 # -- a running server ---------------------------------------------------------------------

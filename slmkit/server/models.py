@@ -141,6 +141,8 @@ class ModelManager:
                     f"{reference} is a provider model: this server forwards it on the chat and completion "
                     "routes only (OpenAI, Azure and Ollama APIs)", param="model")
             return self._remote(reference, *parsed)
+        if self.config.backend.backend == "vllm":
+            return await self._vllm(reference, remote_ok)
         key = self._aliases.get(reference, reference)
         served = self.loaded.get(key)
         if served is not None and not served.engine.loop.alive:
@@ -167,6 +169,21 @@ class ModelManager:
             remote = RemoteModel(reference, get_provider(provider_name), provider_model)
             self.remote[reference] = remote
         return remote
+
+    async def _vllm(self, reference: str, remote_ok: bool) -> RemoteModel:
+        """`--backend vllm`: the model runs in vLLM's engine, reached like a gateway model."""
+        if not remote_ok:
+            raise InvalidRequestError(f"{reference} runs on vLLM: this server serves it on the chat and "
+                                      "completion routes only", param="model")
+        served = self.remote.get(reference)
+        if served is None:
+            from slmkit.backends.vllm import VllmEngine
+
+            resolved = await asyncio.to_thread(self.store.resolve, reference)
+            engine = await asyncio.to_thread(VllmEngine, str(resolved.path), context_length=self.config.context_length,
+                                             dtype=self.config.backend.dtype)
+            served = self.remote[reference] = RemoteModel(reference, engine, str(resolved.path))
+        return served
 
     async def _load(self, reference: str) -> ServedModel:
         if looks_like_path(reference) and reference not in self._paths_allowed:

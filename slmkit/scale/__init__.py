@@ -1,0 +1,1 @@
+"""Scale-out on existing distributed engines (Ray Serve); nothing here schedules requests itself."""
