@@ -113,7 +113,7 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
                for prefix, module in model.named_modules() for name, _ in module.named_children()}
     tied_head = model.lm_head if model.config.tie_word_embeddings else None  # stays float: lookups need it
     with torch.no_grad():
-        for name in sorted(state):
+        for name in sorted(state):  # a layer's "bias" sorts before its "weight": complete when the weight is in
             value = state.pop(name)
             owner_name, _, attr = name.rpartition(".")
             owner = modules[owner_name]
@@ -133,10 +133,6 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
                 modules[owner_name] = getattr(parent, child)
     if model.config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
-    if quantize == "int8":  # layers whose bias or weight came last, and float layers kept on purpose
-        from slmkit.models.quantize import quantize_model
-
-        quantize_model(model, next(p.dtype for p in model.parameters() if p.is_floating_point()))
     for module in model.modules():
         if isinstance(module, RotaryEmbedding):
             module.materialize(device)
