@@ -22,6 +22,7 @@ from slmkit.errors import (
     PayloadTooLargeError,
     SlmkitError,
 )
+from slmkit.server import playground
 from slmkit.server.config import ServerConfig
 from slmkit.server.context import ServerContext
 from slmkit.server.http import api_of, error_response
@@ -42,9 +43,9 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        for name in config.models:
+        for name in config.models:  # a provider model is checked (credentials) now, not on first use
             try:
-                await manager.get(name)
+                await manager.get(name, remote_ok=True)
             except SlmkitError as exc:  # the others are served; a request for this one says why
                 log.error("could not load %s: %s", name, exc.message)
         reaper = asyncio.create_task(_unload_idle_models(manager))
@@ -130,6 +131,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         responses_routes,
     )
 
+    playground.install(app, config.playground)
     app.include_router(openai_routes.router)
     app.include_router(responses_routes.router)
     app.include_router(anthropic_routes.router)
@@ -150,7 +152,9 @@ def root_response() -> Response:
 
 
 def _check_auth(request: Request, config: ServerConfig) -> None:
-    if not config.api_keys or request.url.path in OPEN_PATHS or request.method == "OPTIONS":
+    path = request.url.path
+    if (not config.api_keys or path in OPEN_PATHS or request.method == "OPTIONS"
+            or playground.is_public(path, config.playground)):
         return
     key = presented_key(request)
     if key is None:

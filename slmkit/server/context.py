@@ -77,15 +77,24 @@ class ServerContext:
 
     # -- listing --------------------------------------------------------------------------
     def model_cards(self) -> list[dict]:
+        """OpenAI's model objects plus ``capabilities`` in Ollama's words ("completion", "vision",
+        "embedding"): what the playground offers each model for. Local models read text only (their
+        prompt formatter refuses images); provider models given to `--model` or used are listed too."""
         cards, seen = [], set()
-        for name, served in self.manager.loaded.items():
-            cards.append({"id": name, "object": "model", "created": int(served.loaded_at), "owned_by": "slmkit"})
+
+        def card(name: str, created: float, capabilities: list[str], owned_by: str = "slmkit") -> None:
+            cards.append({"id": name, "object": "model", "created": int(created), "owned_by": owned_by,
+                          "capabilities": capabilities})
             seen.add(name)
+
+        for name, served in self.manager.loaded.items():
+            card(name, served.loaded_at, ["completion"])
         for variant in self.manager.store.list():
             if variant.reference not in seen:
-                cards.append({"id": variant.reference, "object": "model", "created": int(variant.modified),
-                              "owned_by": "slmkit"})
-                seen.add(variant.reference)
+                card(variant.reference, variant.modified, ["completion"])
+        for name, remote in self.manager.remote.items():
+            card(name, remote.loaded_at, ["completion", "vision"] if remote.takes_images else ["completion"],
+                 owned_by=remote.provider.name)
         if self.embedding_model_name:
-            cards.append({"id": self.embedding_model_name, "object": "model", "created": 0, "owned_by": "slmkit"})
+            card(self.embedding_model_name, 0, ["embedding"])
         return cards
