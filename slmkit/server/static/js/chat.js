@@ -190,6 +190,7 @@ export class ChatPage {
     const node = this.log.lastElementChild;
     node.setAttribute("aria-busy", "true");
     node.classList.add("streaming");
+    node.querySelector(".stats").textContent = "Waiting for the first token…";
     const timer = new StreamTimer();
     let frame = 0;
     const paint = () => {

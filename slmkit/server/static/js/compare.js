@@ -122,7 +122,7 @@ export class ComparePage {
       column.setAttribute("aria-busy", "true");
       const head = el("header", "msg-head");
       head.append(el("span", "letter", LETTERS[i]), el("h2", "who", model));
-      column.append(head, el("div", "body markdown"), el("footer", "stats", "waiting…"));
+      column.append(head, el("div", "body markdown"), el("footer", "stats", "Waiting for the first token…"));
       columns.append(column);
       return column;
     });
