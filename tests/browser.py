@@ -1,12 +1,13 @@
 """Headless Chromium for the playground tests: Debian's chromium + chromium-driver, driven by
 selenium. `make install` apt-installs them; a run without them tries that once (``make browser``)
-and otherwise skips, saying why."""
+and otherwise skips, saying why. Then small helpers to drive a page."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,39 @@ def start_browser(download_dir: Path):
     browser = webdriver.Chrome(options=options, service=Service(driver))
     browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)})
     return browser
+
+
+# -- driving a page ---------------------------------------------------------------------------
+def by_id(d, element_id):
+    from selenium.webdriver.common.by import By
+
+    return d.find_element(By.ID, element_id)
+
+
+def css(d, selector):
+    from selenium.webdriver.common.by import By
+
+    return d.find_elements(By.CSS_SELECTOR, selector)
+
+
+def wait_for(condition, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def set_field(d, element_id, value):
+    field = by_id(d, element_id)
+    field.clear()
+    if value != "":
+        field.send_keys(str(value))
+
+
+def pick(d, select_id, value):
+    from selenium.webdriver.support.ui import Select
+
+    Select(by_id(d, select_id)).select_by_value(value)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser import start_browser
+from browser import by_id, css, pick, set_field, start_browser, wait_for
 from fake_providers import KEY as UPSTREAM_KEY
 from fake_providers import REPLY, FakeProvider, Say
 from server_process import ServerProcess
@@ -86,44 +86,9 @@ def browser(server, downloads, shots):
 
 
 # -- helpers --------------------------------------------------------------------------------
-def by_id(d, element_id):
-    from selenium.webdriver.common.by import By
-
-    return d.find_element(By.ID, element_id)
-
-
-def css(d, selector):
-    from selenium.webdriver.common.by import By
-
-    return d.find_elements(By.CSS_SELECTOR, selector)
-
-
-def wait_for(condition, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def stored(d) -> list[dict]:
     return d.execute_script(
         "return (JSON.parse(localStorage.getItem('slmkit.chat.conversation') || '{}').messages) || []")
-
-
-def set_field(d, element_id, value):
-    field = by_id(d, element_id)
-    field.clear()
-    if value != "":
-        field.send_keys(str(value))
-
-
-def pick(d, select_id, value):
-    from selenium.webdriver.support.ui import Select
-
-    Select(by_id(d, select_id)).select_by_value(value)
 
 
 def send(d, text):
