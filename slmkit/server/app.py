@@ -114,13 +114,14 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def metrics():
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/")
-    async def root():
-        return root_response()
+    if not config.playground:  # the playground's page is the answer at / otherwise
+        @app.get("/")
+        async def root():
+            return root_response()
 
-    @app.head("/")
-    async def root_probe():  # some clients probe with HEAD; Starlette sends no body for it
-        return root_response()
+        @app.head("/")
+        async def root_probe():  # some clients probe with HEAD; Starlette sends no body for it
+            return root_response()
 
     from slmkit.server import (
         anthropic_routes,
@@ -146,8 +147,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
 
 def root_response() -> Response:
-    """What ``GET /`` answers: Ollama's habit (clients probe it to see a server is up). The
-    playground replaces this answer when it is enabled."""
+    """What ``GET /`` answers without the playground: Ollama's habit (clients probe it to see a
+    server is up)."""
     return PlainTextResponse("slmkit is running")
 
 

@@ -2,7 +2,7 @@
 
 The page itself is public (it holds no data); every API call it makes carries the user's key, so
 a server with ``--api-key`` gives nothing away to someone who can only load the page. Without the
-playground, ``/`` answers like Ollama's root ("slmkit is running").
+playground, app.py answers ``/`` like Ollama's root ("slmkit is running").
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.resources import files
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 
 STATIC_DIR = files("slmkit.server") / "static"
@@ -42,17 +42,15 @@ def is_public(path: str, playground: bool) -> bool:
 
 
 def install(app: FastAPI, enabled: bool) -> None:
+    """The page at ``/`` and its assets; nothing when disabled (app.py then answers ``/``)."""
+    if not enabled:
+        return
     router = APIRouter()
-    if enabled:
-        @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-        async def page():
-            return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html",
-                                headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
-        app.mount(ASSETS_PREFIX.rstrip("/"), _Assets(directory=str(STATIC_DIR)), name="playground")
-    else:
-        @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-        async def running():
-            return PlainTextResponse("slmkit is running")
+    @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def page():
+        return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html",
+                            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
+    app.mount(ASSETS_PREFIX.rstrip("/"), _Assets(directory=str(STATIC_DIR)), name="playground")
     app.include_router(router)
