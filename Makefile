@@ -16,9 +16,22 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int
 WHEELS := $(HOME)/.cache/slmkit/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-native-noamx
 LLAMA_WHEEL_STAMP := $(WHEELS)/.built
 
-.PHONY: install run test bench soak clean llama-server llama-convert
+.PHONY: install run test bench soak clean llama-server llama-convert browser
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# The playground tests drive a real headless Chromium: Debian's chromium and chromium-driver,
+# installed here when missing (as root, or with passwordless sudo). Where neither works the
+# browser tests skip and say so.
+APT_BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+		echo "note: chromium/chromium-driver are missing and apt-get needs root: the playground tests will skip"; exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "note: no apt-get here: the playground tests will skip"; exit 0; }; \
+	echo "Installing chromium and chromium-driver (for the playground tests)..."; \
+	$$SUDO $(APT_BROWSER) || { $$SUDO apt-get update -q && $$SUDO $(APT_BROWSER); } || \
+		echo "note: installing chromium failed: the playground tests will skip"
 
 $(LLAMA_WHEEL_STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -102,6 +102,13 @@ class StreamError:
 
 
 @dataclass
+class Say:
+    """Stream these pieces instead of the fixed reply."""
+
+    pieces: list[str]
+
+
+@dataclass
 class Slow:
     """Stream `pieces` pieces `delay` seconds apart."""
 
@@ -253,7 +260,10 @@ class FakeProvider:
 
     # -- streams -------------------------------------------------------------------------
     def _pieces(self, limit: int | None, action: Any) -> tuple[list[str], str]:
-        pieces = [f" tok{i}" for i in range(action.pieces)] if isinstance(action, Slow) else list(PIECES)
+        if isinstance(action, Say):
+            pieces = list(action.pieces)
+        else:
+            pieces = [f" tok{i}" for i in range(action.pieces)] if isinstance(action, Slow) else list(PIECES)
         if limit is not None and limit < len(pieces):
             return pieces[:limit], "length"
         return pieces, "stop"

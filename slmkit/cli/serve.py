@@ -40,6 +40,8 @@ def serve(
                            "each request's own text and verify them in the batched forward (exact).")] = "off",
     cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="Let web pages from this "
                            "origin call the API (repeatable; * for any). Off by default.")] = None,
+    no_playground: Annotated[bool, typer.Option("--no-playground", help="No web playground at / "
+                             "(it then answers \"slmkit is running\", like Ollama).")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     ray: Annotated[bool, typer.Option("--ray", help="Serve through Ray Serve replicas (slmkit[ray]); "
                    "--threads is then per replica.", rich_help_panel=_SCALE)] = False,
@@ -63,6 +65,7 @@ def serve(
         request_timeout=request_timeout, keep_alive=keep_alive, prefix_caching=not no_prefix_cache,
         max_chunk_per_sequence=BATCH_INVARIANT_CHUNK if batch_invariant else None,
         cors_origins=list(cors_origin or []), speculative=speculative,
+        playground=not no_playground,
     )
     if speculative not in limits.SPECULATIVE_MODES:
         raise InvalidParameterError("--speculative", f"{speculative!r} is not one of "

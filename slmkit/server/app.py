@@ -22,6 +22,7 @@ from slmkit.errors import (
     PayloadTooLargeError,
     SlmkitError,
 )
+from slmkit.server import playground
 from slmkit.server.config import ServerConfig
 from slmkit.server.context import ServerContext
 from slmkit.server.http import api_of, error_response
@@ -42,9 +43,9 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        for name in config.models:
+        for name in config.models:  # a provider model is checked (credentials) now, not on first use
             try:
-                await manager.get(name)
+                await manager.get(name, remote_ok=True)
             except SlmkitError as exc:  # the others are served; a request for this one says why
                 log.error("could not load %s: %s", name, exc.message)
         reaper = asyncio.create_task(_unload_idle_models(manager))
@@ -113,13 +114,14 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def metrics():
         return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/")
-    async def root():
-        return root_response()
+    if not config.playground:  # the playground's page is the answer at / otherwise
+        @app.get("/")
+        async def root():
+            return root_response()
 
-    @app.head("/")
-    async def root_probe():  # some clients probe with HEAD; Starlette sends no body for it
-        return root_response()
+        @app.head("/")
+        async def root_probe():  # some clients probe with HEAD; Starlette sends no body for it
+            return root_response()
 
     from slmkit.server import (
         anthropic_routes,
@@ -130,6 +132,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         responses_routes,
     )
 
+    playground.install(app, config.playground)
     app.include_router(openai_routes.router)
     app.include_router(responses_routes.router)
     app.include_router(anthropic_routes.router)
@@ -144,13 +147,15 @@ def create_app(config: ServerConfig) -> FastAPI:
 
 
 def root_response() -> Response:
-    """What ``GET /`` answers: Ollama's habit (clients probe it to see a server is up). The
-    playground replaces this answer when it is enabled."""
+    """What ``GET /`` answers without the playground: Ollama's habit (clients probe it to see a
+    server is up)."""
     return PlainTextResponse("slmkit is running")
 
 
 def _check_auth(request: Request, config: ServerConfig) -> None:
-    if not config.api_keys or request.url.path in OPEN_PATHS or request.method == "OPTIONS":
+    path = request.url.path
+    if (not config.api_keys or path in OPEN_PATHS or request.method == "OPTIONS"
+            or playground.is_public(path, config.playground)):
         return
     key = presented_key(request)
     if key is None:

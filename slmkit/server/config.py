@@ -32,6 +32,7 @@ class ServerConfig:
     keep_alive: float = 300.0  # seconds idle before a model is unloaded (< 0: never)
     max_body_bytes: int = 8 * 1024 * 1024
     embeddings: bool = True  # serve the bundled all-minilm for /v1/embeddings and /api/embed
+    playground: bool = True  # the web playground at / (off: / answers "slmkit is running", like Ollama)
     store_home: str | None = None
     cors_origins: list[str] = field(default_factory=list)  # empty: no CORS headers (browsers refuse)
 

@@ -18,6 +18,9 @@ from slmkit.server.remote import RemoteModel
 from slmkit.types import Message, RequestOutput, SamplingParams
 
 
+VISION_ARCHITECTURES = {"phi3_v"}  # catalogue architectures with an image encoder
+
+
 @dataclass
 class ServerContext:
     config: ServerConfig
@@ -77,15 +80,29 @@ class ServerContext:
 
     # -- listing --------------------------------------------------------------------------
     def model_cards(self) -> list[dict]:
+        """OpenAI's model objects plus ``capabilities`` in Ollama's words ("completion", "vision",
+        "embedding"): what the playground offers each model for. A loaded model takes images when it
+        has a vision encoder; one not loaded yet, when the catalogue knows it as a vision
+        architecture. Provider models given to `--model` or used are listed too."""
+        from slmkit.store.catalog import CATALOG
+
         cards, seen = [], set()
-        for name, served in self.manager.loaded.items():
-            cards.append({"id": name, "object": "model", "created": int(served.loaded_at), "owned_by": "slmkit"})
+
+        def card(name: str, created: float, vision: bool, owned_by: str = "slmkit") -> None:
+            cards.append({"id": name, "object": "model", "created": int(created), "owned_by": owned_by,
+                          "capabilities": ["completion", "vision"] if vision else ["completion"]})
             seen.add(name)
+
+        for name, served in self.manager.loaded.items():
+            card(name, served.loaded_at, served.formatter.vision is not None)
         for variant in self.manager.store.list():
             if variant.reference not in seen:
-                cards.append({"id": variant.reference, "object": "model", "created": int(variant.modified),
-                              "owned_by": "slmkit"})
-                seen.add(variant.reference)
+                entry = CATALOG.get(variant.name)
+                vision = entry is not None and entry.architecture in VISION_ARCHITECTURES
+                card(variant.reference, variant.modified, vision)
+        for name, remote in self.manager.remote.items():
+            card(name, remote.loaded_at, remote.takes_images, owned_by=remote.provider.name)
         if self.embedding_model_name:
-            cards.append({"id": self.embedding_model_name, "object": "model", "created": 0, "owned_by": "slmkit"})
+            cards.append({"id": self.embedding_model_name, "object": "model", "created": 0, "owned_by": "slmkit",
+                          "capabilities": ["embedding"]})
         return cards

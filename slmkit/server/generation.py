@@ -55,7 +55,13 @@ async def stream_tokens(served: ServedModel, prompt_ids: list[int], params: Samp
             "fewer tokens or raise --request-timeout"
         ) from None
     finally:
-        await gen.aclose()
+        try:
+            await gen.aclose()
+        except RuntimeError:
+            # "already running": a wait_for cancelled twice (the client left; anyio cancels again
+            # while wait_for waits for its __anext__ task) returns before that task has unwound.
+            # The task's CancelledError ends the generator itself, and so aborts the sequence.
+            pass
 
 
 @dataclass

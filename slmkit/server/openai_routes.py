@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 from typing import AsyncIterator
 
@@ -23,6 +24,7 @@ from slmkit.text.tool_calls import ToolCallDelta, ToolCallStream, merge_deltas, 
 from slmkit.types import RequestOutput, TokenLogprob
 
 router = APIRouter()
+log = logging.getLogger("slmkit.server")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -58,6 +60,7 @@ async def run_chat(ctx: ServerContext, req: ChatCompletionRequest, request: Requ
     req.check_supported()
     served = await ctx.manager.get(req.model, remote_ok=True)
     params = req.params(served.default_params)
+    log.debug("chat for %s: %s", served.name, params)  # what the sampler gets, after the model's defaults
     if isinstance(served, RemoteModel):
         served.check_supported(logprobs=req.logprobs, n=req.n)
         streams = [await served.chat(req.to_messages(), params)]

@@ -24,6 +24,13 @@ class RemoteModel:
     default_params: SamplingParams = field(default_factory=SamplingParams)
     loaded_at: float = field(default_factory=time.time)
 
+    @property
+    def takes_images(self) -> bool:
+        """Phi's vision models carry "vision" in their name on every cloud that hosts them
+        (Phi-3.5-vision-instruct, microsoft/phi-3-vision-128k-instruct); other models are taken
+        to read text only, so the playground warns before sending them an image."""
+        return "vision" in self.provider_model.lower()
+
     def check_supported(self, *, logprobs: bool, n: int) -> None:
         if logprobs:
             raise InvalidParameterError("logprobs", f"not available through the gateway for {self.name}")
