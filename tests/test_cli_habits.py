@@ -193,6 +193,7 @@ def test_ps_without_a_server_is_one_line():
 @slow
 def test_ctrl_c_at_the_prompt_asks_for_bye_then_a_second_one_leaves():
     pid, fd = pty.fork()
+    status = None
     if pid == 0:  # the child: `slm run` on a terminal
         os.execve(SLM[0], [SLM[0], "run", "smollm2"], os.environ.copy())
     output = b""
@@ -209,13 +210,28 @@ def test_ctrl_c_at_the_prompt_asks_for_bye_then_a_second_one_leaves():
                     break
 
     try:
-        read_until(b">>> ")
+        read_until(b">>> ", 900)  # the first use of smollm2 in a fresh store pulls it (quantize + check)
         os.write(fd, b"\x03")
         read_until(b"Use /bye or Ctrl-D to leave")
-        read_until(b">>> ", 10)
+        read_until(b">>> ", 60)
         os.write(fd, b"\x03")
-        _, status = os.waitpid(pid, 0)
+        status = _wait_exit(pid, 60)
     finally:
         os.close(fd)
+        if status is None:  # still running (or an assert above fired): it must not outlive the test
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+    assert status is not None, "the REPL did not leave on the second Ctrl-C: " + output.decode(errors="replace")
     assert os.waitstatus_to_exitcode(status) == 0, output.decode(errors="replace")
     assert b"Interrupted" not in output
+
+
+def _wait_exit(pid: int, timeout: float) -> int | None:
+    """The child's wait status once it exits, or None if it is still running after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return status
+        time.sleep(0.1)
+    return None
