@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from slmkit.errors import InvalidParameterError
@@ -41,10 +42,19 @@ class RemoteLLM:
         self.load_seconds = time.perf_counter() - started
 
     def chat(self, messages: Sequence[Message | dict], params: SamplingParams | None = None, *,
-             stream: bool = False) -> RequestOutput | Iterator[RequestOutput]:
+             stream: bool = False, images: Sequence | None = None) -> RequestOutput | Iterator[RequestOutput]:
         if not messages:
             raise InvalidParameterError("messages", "at least one message is needed")
         msgs = [Message.coerce(m) for m in messages]
+        if images:  # the provider takes them as OpenAI image parts of the last message
+            from slmkit.types import ImagePart, TextPart
+
+            parts = [ImagePart.from_file(i) if isinstance(i, (str, Path)) else i for i in images]
+            if not all(isinstance(p, ImagePart) for p in parts):
+                raise InvalidParameterError("images", "a provider model takes image files or ImageParts")
+            last = msgs[-1]
+            text = last.content if isinstance(last.content, str) else None
+            msgs[-1] = Message(last.role, [*parts, TextPart(text)] if text is not None else [*parts, *last.content])
         if self.system_prompt and not any(m.role == "system" for m in msgs):
             msgs.insert(0, Message("system", self.system_prompt))
         return self._run(ProviderRequest(self.provider_model, messages=msgs, params=params or self.default_params),

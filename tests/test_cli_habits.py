@@ -211,6 +211,7 @@ def test_ctrl_c_at_the_prompt_asks_for_bye_then_a_second_one_leaves():
 
     try:
         read_until(b">>> ", 900)  # the first use of smollm2 in a fresh store pulls it (quantize + check)
+        time.sleep(1.0)  # the prompt is printed just before input() starts reading: let it start
         os.write(fd, b"\x03")
         read_until(b"Use /bye or Ctrl-D to leave")
         read_until(b">>> ", 60)

@@ -31,7 +31,9 @@ ESCAPES = {
 EXPLOSIONS = {
     "range_1e9": ("{% for i in range(10**9) %}x{% endfor %}", "as a size"),
     "nested_loops": ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "longer than"),
-    "nested_output": ("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", "longer"),
+    # 10^10 characters out: the size budget or the time budget, whichever the machine reaches first
+    "nested_output": ("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+                      ("longer", "the limit is 4,194,304")),
     "macro_fan_out": ("{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}",
                       "longer than"),
     "string_times_1e10": ("{{ 'x' * 10**10 }}", "10,000,000,000 characters"),
@@ -78,7 +80,8 @@ def test_template_cannot_run_forever_or_explode(case):
     with pytest.raises(InvalidRequestError) as err:
         ChatTemplate(source, name="hostile").render(HI)
     assert time.monotonic() - started < 5  # the limit is 1 s; slack for a loaded machine
-    assert fragment in err.value.message and "'hostile'" in err.value.message
+    fragments = fragment if isinstance(fragment, tuple) else (fragment,)
+    assert any(f in err.value.message for f in fragments) and "'hostile'" in err.value.message
     assert "\n" not in err.value.message
 
 

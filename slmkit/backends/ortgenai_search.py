@@ -66,7 +66,9 @@ class OrtGenAISearch:
         self._generated: list[int] = []
         self.finish_reason: FinishReason | None = None
 
-    def append_tokens(self, token_ids: Sequence[int]) -> None:
+    def append_tokens(self, token_ids: Sequence[int], embeddings: Sequence = ()) -> None:
+        if embeddings:
+            raise InvalidParameterError("images", "ORT GenAI's own search runs text models only here")
         ids = [int(t) for t in token_ids]
         check_prompt_tokens(ids, vocab_size=self.vocab_size, context_length=self.context_length)
         if self._generator is not None:

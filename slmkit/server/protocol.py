@@ -67,7 +67,7 @@ class ToolCallBody(_Open):
 
 class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Union[str, list[ContentPartBody]]
+    content: Union[str, list[ContentPartBody], None] = None  # null: an assistant turn of tool calls only
     name: str | None = None
     tool_calls: list[ToolCallBody] | None = None
     tool_call_id: str | None = None
