@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import time
 from types import SimpleNamespace
 
@@ -194,7 +195,9 @@ def test_ps_without_a_server_is_one_line():
 def test_ctrl_c_at_the_prompt_asks_for_bye_then_a_second_one_leaves():
     pid, fd = pty.fork()
     status = None
-    if pid == 0:  # the child: `slm run` on a terminal
+    if pid == 0:  # the child: `slm run` on a terminal, with Ctrl-C's default meaning as a shell gives it
+        # (an ignored SIGINT is inherited through exec, and pytest's process may have one ignored)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execve(SLM[0], [SLM[0], "run", "smollm2"], os.environ.copy())
     output = b""
 
@@ -214,7 +217,12 @@ def test_ctrl_c_at_the_prompt_asks_for_bye_then_a_second_one_leaves():
         time.sleep(1.0)  # the prompt is printed just before input() starts reading: let it start
         os.write(fd, b"\x03")
         read_until(b"Use /bye or Ctrl-D to leave")
-        read_until(b">>> ", 60)
+        deadline = time.monotonic() + 60
+        while output.count(b">>> ") < 2 and time.monotonic() < deadline:  # the prompt again
+            read_until(b"Use /bye", 1)
+            if select.select([fd], [], [], 0.2)[0]:
+                output += os.read(fd, 4096)
+        time.sleep(1.0)
         os.write(fd, b"\x03")
         status = _wait_exit(pid, 60)
     finally:
