@@ -42,7 +42,10 @@ class RemoteLLM:
         self.load_seconds = time.perf_counter() - started
 
     def chat(self, messages: Sequence[Message | dict], params: SamplingParams | None = None, *,
-             stream: bool = False, images: Sequence | None = None) -> RequestOutput | Iterator[RequestOutput]:
+             stream: bool = False, images: Sequence | None = None,
+             num_crops: int | None = None) -> RequestOutput | Iterator[RequestOutput]:
+        if num_crops is not None:
+            raise InvalidParameterError("num_crops", "a provider model crops images itself; leave num_crops unset")
         if not messages:
             raise InvalidParameterError("messages", "at least one message is needed")
         msgs = [Message.coerce(m) for m in messages]
