@@ -31,6 +31,7 @@ from slmkit.engine.scoring import Scorer
 from slmkit.engine.sequence import check_fits
 from slmkit.engine.text_stream import TextStream
 from slmkit.errors import InvalidParameterError, InvalidRequestError
+from slmkit.outputs import chain_outputs, join_outputs
 from slmkit.sampling import beam_search, make_constraint
 from slmkit.structure import Tool
 from slmkit.store.catalog import DEFAULT_MODEL
@@ -234,8 +235,8 @@ class LLM:
         deltas = self._stream(prompt_ids, params, prompt.embeddings, prompt.encode_seconds)
         first = next(deltas)  # errors such as a too-long prompt surface here, not mid-iteration
         if stream:
-            return _chain(first, deltas)
-        return _join([first, *deltas])
+            return chain_outputs(first, deltas)
+        return join_outputs([first, *deltas])
 
     def _stream(self, prompt_ids: list[int], params: SamplingParams, embeddings: Sequence[EmbeddingSpan] = (),
                 encode_seconds: float = 0.0) -> Iterator[RequestOutput]:
@@ -362,18 +363,3 @@ def _is_token_ids(prompt) -> bool:
     if isinstance(prompt, (bytes, dict)) or not hasattr(prompt, "__iter__"):
         return False
     return all(isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in prompt)
-
-
-def _chain(first: RequestOutput, rest: Iterator[RequestOutput]) -> Iterator[RequestOutput]:
-    yield first
-    yield from rest
-
-
-def _join(deltas: list[RequestOutput]) -> RequestOutput:
-    last = deltas[-1]
-    return RequestOutput(
-        text="".join(d.text for d in deltas),
-        token_ids=[t for d in deltas for t in d.token_ids],
-        finish_reason=last.finish_reason, usage=last.usage, timings=last.timings,
-        request_id=last.request_id,
-    )

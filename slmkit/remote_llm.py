@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from slmkit.errors import InvalidParameterError
-from slmkit.llm import _chain, _join
+from slmkit.outputs import chain_outputs, join_outputs
 from slmkit.providers.base import ProviderRequest
 from slmkit.providers.registry import get_provider, parse_model_string
 from slmkit.types import Message, RequestOutput, SamplingParams
@@ -75,8 +75,8 @@ class RemoteLLM:
         deltas = self.provider.stream(request)
         first = next(deltas)  # connection, auth and parameter errors surface here
         if stream:
-            return _chain(first, deltas)
-        return _join([first, *deltas])
+            return chain_outputs(first, deltas)
+        return join_outputs([first, *deltas])
 
     def close(self) -> None:
         pass
