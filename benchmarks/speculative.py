@@ -1,31 +1,40 @@
-"""Prompt-lookup speculation in the batching engine: ours with it off and on, in one run.
+"""Speculative decoding over HTTP: `slm serve` with prompt lookup off and on, and llama-server
+without speculation and with its n-gram modes (``ngram-mod``, ``ngram-simple``), in one run on
+the same GGUF, the same threads and the same prompts.
 
 Workloads: copy-heavy (repeat a passage, edit code and print it back, quote from a summary,
-answer from a given context) and open-ended chat; a single stream (each prompt alone) and 8
-concurrent (all together, aggregate tokens/s). Greedy, so both sides must produce the same
-tokens (checked and reported). Sides alternate, each configuration is repeated, medians are
-reported with their range, next to the load average: on a shared machine the spread matters.
+answer from a given context), open-ended chat, and plain short prompts (8 concurrent x 64
+tokens, the serving-overhead check); a single stream (each prompt alone, one after another)
+and 8 concurrent (all at once, aggregate tokens/s). Greedy chat completions, non-streaming;
+tokens are the server's ``usage.completion_tokens``. Every side runs once per repeat, in an
+order rotated between repeats; medians with their range. Then the contention case: one stream
+while a bounded busy process (started here) holds one core, against the quiet figure, for ours
+(threads left to its governor) and llama-server (its default threads).
 
-    python benchmarks/speculative.py --repeats 3 --max-tokens 96
+    python benchmarks/speculative.py --repeats 3 [--model PATH.gguf] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import httpx
 
-from benchmarks._report import cpu_model, median, today, write_section  # noqa: E402
-from slmkit.backends.llamacpp import LlamaCppModel  # noqa: E402
-from slmkit.engine.engine import Engine, Request  # noqa: E402
-from slmkit.store.store import ModelStore  # noqa: E402
-from slmkit.text.prompt import PromptFormatter  # noqa: E402
-from slmkit.types import SamplingParams  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import cpu_model, median, today, write_section  # noqa: E402
+from rich.console import Console  # noqa: E402
+from serve import FOREIGN_CPU_LIMIT, LLAMA_SERVER, SLM, ForeignCpu, ServerProcess, free_port, wait_until_quiet  # noqa: E402
 
+from slmkit.store.bundled import locate_smollm2  # noqa: E402
+
+THREADS, SLOTS, CONTEXT = 2, 8, 2048
+CONSOLE = Console()
 PASSAGE = ("The committee met on Tuesday to review the budget. It approved the new library, delayed the "
            "road repairs until spring, and asked the water board for a report on the supply by March. "
            "Members thanked the volunteers who ran the winter market.")
@@ -42,98 +51,195 @@ OPEN_ENDED = [
     "Explain why the sky is blue to a ten-year-old.",
     "Write a friendly note inviting a neighbour to dinner.",
 ]
+SHORT = ["Name a fruit.", "What is 2 + 2?", "Say hello.", "Name a colour.", "What day follows Monday?",
+         "Name an animal.", "What is the capital of France?", "Count to three."]
+SIDES = {  # name -> (server kind, extra arguments)
+    "ours off": ("ours", ["--speculative", "off"]),
+    "ours ngram": ("ours", ["--speculative", "ngram"]),
+    "llama none": ("llama", []),
+    "llama ngram-mod": ("llama", ["--spec-type", "ngram-mod"]),
+    "llama ngram-simple": ("llama", ["--spec-type", "ngram-simple"]),
+}
 
 
-def run(runner, tokenizer, prompts, params, mode) -> tuple[float, int, list[list[int]], float]:
-    """(seconds, tokens generated, tokens per prompt, acceptance rate) of the prompts together."""
-    engine = Engine(runner, tokenizer, prefix_caching=False, speculative=mode)
-    outs = {i: [] for i in range(len(prompts))}
-    for i, ids in enumerate(prompts):
-        engine.add_request(Request(ids, params, f"r{i}"), lambda o, sink=outs[i]: sink.extend(o.token_ids))
-    started = time.perf_counter()
-    engine.run_until_done()
-    seconds = time.perf_counter() - started
-    tokens = [outs[i] for i in range(len(prompts))]
-    return seconds, sum(map(len, tokens)), tokens, engine.stats.acceptance_rate
+def command(kind: str, model: Path, port: int, extra: list[str], threads: int | None = THREADS) -> list[str]:
+    common = ["--host", "127.0.0.1", "--port", str(port)]
+    if kind == "llama":
+        t = ["-t", str(threads), "-tb", str(threads)] if threads else []
+        return [str(LLAMA_SERVER), "-m", str(model), *common, *t, "-np", str(SLOTS), "-c", str(SLOTS * CONTEXT),
+                "--no-webui", "-fa", "auto", *extra]
+    t = ["--threads", str(threads)] if threads else []
+    return [str(SLM), "serve", "--model", str(model), *common, "--parallel", str(SLOTS),
+            "--context-length", str(CONTEXT), *t, "--no-playground", *extra]
+
+
+def chat(client: httpx.Client, server: ServerProcess, prompt: str, max_tokens: int, ignore_eos: bool) -> tuple[int, str]:
+    body = {"model": server.model_id, "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens, "temperature": 0, "seed": 1}
+    if ignore_eos:
+        body["ignore_eos"] = True
+    response = client.post(server.base_url + "/v1/chat/completions", json=body)
+    response.raise_for_status()
+    data = response.json()
+    return data["usage"]["completion_tokens"], data["choices"][0]["message"]["content"]
+
+
+def measure(server: ServerProcess, prompts: list[str], concurrent: bool, max_tokens: int,
+            ignore_eos: bool = False) -> tuple[float, list[str]]:
+    """(tokens/s, answers): one after another, or all at once."""
+    with httpx.Client(timeout=900) as client:
+        started = time.perf_counter()
+        if concurrent:
+            with ThreadPoolExecutor(len(prompts)) as pool:
+                results = list(pool.map(lambda p: chat(client, server, p, max_tokens, ignore_eos), prompts))
+        else:
+            results = [chat(client, server, p, max_tokens, ignore_eos) for p in prompts]
+        seconds = time.perf_counter() - started
+    return sum(n for n, _ in results) / seconds, [text for _, text in results]
+
+
+def measure_quiet(server: ServerProcess, *args, retries: int = 3, foreign: list[float] | None = None):
+    """`measure`, after the machine settles, again while other processes took more than
+    FOREIGN_CPU_LIMIT of the CPU during it (at most `retries` times); their share is recorded."""
+    for attempt in range(retries + 1):
+        wait_until_quiet(CONSOLE, 120, server.proc.pid)
+        probe = ForeignCpu(server.proc.pid)
+        result = measure(server, *args)
+        share = probe.share()
+        if share <= FOREIGN_CPU_LIMIT or attempt == retries:
+            if foreign is not None:
+                foreign.append(share)
+            return result
+        CONSOLE.print(f"  [yellow]other processes used {share:.0%} of the CPU; again[/yellow]")
+
+
+def workloads(max_tokens: int) -> dict[str, tuple[list[str], bool, int, bool]]:
+    """name -> (prompts, concurrent, max_tokens, ignore_eos)."""
+    return {
+        "copy-heavy, single": (COPY_HEAVY, False, max_tokens, False),
+        "copy-heavy, 8 concurrent": (COPY_HEAVY * 2, True, max_tokens, False),
+        "open-ended, single": (OPEN_ENDED, False, max_tokens, False),
+        "open-ended, 8 concurrent": (OPEN_ENDED * 2, True, max_tokens, False),
+        "short x 64 tokens, 8 concurrent": (SHORT, True, 64, True),
+    }
+
+
+class Busy:
+    """One bounded busy process on one core, for the contention case."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 600\n"
+                                      "while time.time() < end: pass"])
+        time.sleep(2)  # let the governors notice it
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def cell(values: list[float]) -> str:
+    return f"{median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
+
+
+def ratio(a: list[float], b: list[float]) -> str:
+    values = [y / x for x, y in zip(a, b)]
+    return f"{median(values):.2f}× ({min(values):.2f}–{max(values):.2f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="smollm2:original")
+    parser.add_argument("--model", type=Path, default=None, help="a GGUF file (default: the bundled SmolLM2)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated subset of the sides")
+    parser.add_argument("--no-contention", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    resolved = ModelStore().resolve(args.model)
-    model = LlamaCppModel(resolved.path)
-    runner = model.create_runner(context_length=2048, max_sequences=8, unified_kv=False)
-    formatter = PromptFormatter(model.tokenizer, architecture=model.info.architecture,
-                                template=model.info.chat_template, system_prompt=None, model_name=args.model)
-
-    def encode(text):
-        return formatter.encode_prompt(formatter.apply_chat_template([{"role": "user", "content": text}]))
-
-    workloads = {"copy-heavy": [encode(p) for p in COPY_HEAVY], "open-ended": [encode(p) for p in OPEN_ENDED]}
-    params = SamplingParams(temperature=0, max_tokens=args.max_tokens)
-    load_before = os.getloadavg()
-    results: dict[tuple[str, str, str], list[float]] = {}
-    accept: dict[tuple[str, str], list[float]] = {}
-    same = {}
+    model = args.model or locate_smollm2()
+    if not LLAMA_SERVER.exists():
+        sys.exit(f"llama-server is not built: run `make llama-server` first ({LLAMA_SERVER})")
+    sides = [s.strip() for s in args.sides.split(",")]
+    loads = [os.getloadavg()[0]]
+    foreign: list[float] = []
+    tps: dict[tuple[str, str], list[float]] = {}
+    answers: dict[tuple[str, str], list[list[str]]] = {}
     for repeat in range(args.repeats):
-        for name, prompts in workloads.items():
-            for shape in ("single", "8 concurrent"):
-                order = ("off", "ngram") if repeat % 2 == 0 else ("ngram", "off")
-                tokens_by_mode = {}
-                for mode in order:
-                    if shape == "single":
-                        total_s, total_n, toks, rates = 0.0, 0, [], []
-                        for ids in prompts:
-                            s, n, t, r = run(runner, model.tokenizer, [ids], params, mode)
-                            total_s, total_n = total_s + s, total_n + n
-                            toks += t
-                            rates.append(r)
-                        rate = median(rates)
+        order = sides[repeat % len(sides):] + sides[:repeat % len(sides)]
+        for side in order:
+            kind, extra = SIDES[side]
+            port = free_port()
+            with ServerProcess(kind, command(kind, model, port, extra), port, model) as server:
+                measure(server, SHORT[:2], True, 8, True)  # warm-up
+                for name, (prompts, concurrent, n, ignore_eos) in workloads(args.max_tokens).items():
+                    rate, texts = measure_quiet(server, prompts, concurrent, n, ignore_eos, foreign=foreign)
+                    tps.setdefault((side, name), []).append(rate)
+                    answers.setdefault((side, name), []).append(texts)
+                    print(f"{repeat} {side:18} {name:32} {rate:7.1f} tok/s", flush=True)
+        loads.append(os.getloadavg()[0])
+
+    contention = {}
+    if not args.no_contention:
+        for kind in ("ours", "llama"):
+            for state in ("quiet", "busy", "quiet", "busy"):
+                port = free_port()
+                with ServerProcess(kind, command(kind, model, port, [], threads=None), port, model) as server:
+                    measure(server, SHORT[:1], False, 8, True)
+                    wait_until_quiet(CONSOLE, 120, server.proc.pid)
+                    if state == "busy":
+                        with Busy():
+                            rate, _ = measure(server, OPEN_ENDED[:2], False, 64, True)
                     else:
-                        total_s, total_n, toks, rate = run(runner, model.tokenizer, prompts * 2, params, mode)
-                    results.setdefault((name, shape, mode), []).append(total_n / total_s)
-                    if mode == "ngram":
-                        accept.setdefault((name, shape), []).append(rate)
-                    tokens_by_mode[mode] = toks
-                    print(f"{repeat} {name:10} {shape:12} {mode:5} {total_n / total_s:7.1f} tok/s", flush=True)
-                same.setdefault((name, shape), []).append(tokens_by_mode["off"] == tokens_by_mode["ngram"])
-    load_after = os.getloadavg()
-    runner.close()
-    model.close()
+                        rate, _ = measure(server, OPEN_ENDED[:2], False, 64, True)
+                contention.setdefault((kind, state), []).append(rate)
+                print(f"contention {kind:5} {state:5} {rate:7.1f} tok/s", flush=True)
+    loads.append(os.getloadavg()[0])
 
-    def cell(values):
-        return f"{median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
-
+    names = list(workloads(args.max_tokens))
+    best_llama = {n: max((s for s in sides if s.startswith("llama")), key=lambda s: median(tps[(s, n)]))
+                  for n in names} if any(s.startswith("llama") for s in sides) else {}
     rows = []
-    for name in workloads:
-        for shape in ("single", "8 concurrent"):
-            off, on = results[(name, shape, "off")], results[(name, shape, "ngram")]
-            ratios = [b / a for a, b in zip(off, on)]
-            rows.append(f"| {name} | {shape} | {cell(off)} | {cell(on)} | {median(ratios):.2f}× "
-                        f"({min(ratios):.2f}–{max(ratios):.2f}) | {median(accept[(name, shape)]):.0%} | "
-                        f"{'yes' if all(same[(name, shape)]) else 'NO'} |")
-    busy = max(load_before[0], load_after[0]) > 0.75 * (os.cpu_count() or 1)
-    section = "\n".join([
-        "## Speculative decoding (prompt lookup) in the batching engine",
+    for name in names:
+        row = [name] + [cell(tps[(s, name)]) for s in sides]
+        if "ours off" in sides and "ours ngram" in sides:
+            row.append(ratio(tps[("ours off", name)], tps[("ours ngram", name)]))
+        if best_llama and "ours ngram" in sides:
+            best = best_llama[name]
+            ours = max(("ours off", "ours ngram"), key=lambda s: median(tps[(s, name)])) \
+                if name.startswith("short") else "ours ngram"
+            row.append(f"{ratio(tps[(best, name)], tps[(ours, name)])} vs {best}")
+        same = all(a == b for a, b in zip(answers.get(("ours off", name), []), answers.get(("ours ngram", name), [])))
+        off = answers.get(("ours off", name), [])
+        row.append(("yes" if same else "NO") + (" (off itself: " + ("stable" if all(t == off[0] for t in off)
+                                                                     else "varies") + " across repeats)"))
+        rows.append("| " + " | ".join(row) + " |")
+    head = ["workload"] + [f"{s} tok/s" for s in sides] + ["ours ngram / off", "ours / llama-server's best",
+                                                               "ours: same text on/off"]
+    lines = [
+        "## Speculative decoding over HTTP: `slm serve` vs llama-server (`benchmarks/speculative.py`)",
         "",
-        f"`benchmarks/speculative.py` — {today()}, {cpu_model()}, {os.cpu_count()} cores, {args.model} "
-        f"(llama.cpp), greedy, {args.max_tokens} tokens per request, {args.repeats} repeats with the sides "
-        "alternating; tokens/s as median (min–max), aggregate over the prompts. The engine is driven "
-        "directly (no HTTP).",
-        f"Load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after.",
+        f"{today()}, {cpu_model()}, {os.cpu_count()} cores, {model.name}, {THREADS} threads and {SLOTS} slots "
+        f"on both servers, greedy chat completions (non-streaming), up to {args.max_tokens} tokens "
+        f"(the short prompts: exactly 64), {args.repeats} repeats with the side order rotated; tokens/s "
+        "as median (min–max), aggregate over a workload's requests. 'ours / llama-server's best' compares "
+        "ours with speculation on (the short prompts: our better side) against the fastest llama-server "
+        f"mode on that workload. Load average (1 min) over the run: {', '.join(f'{x:.1f}' for x in loads)}; each "
+        f"measurement waited for a quiet CPU and was redone while other processes took over "
+        f"{FOREIGN_CPU_LIMIT:.0%} of it (their share, median {median(foreign):.1%}, max {max(foreign):.1%}).",
         "",
-        "| workload | shape | off tok/s | ngram tok/s | on / off | accepted | same tokens |",
-        "|---|---|---|---|---|---|---|",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
         *rows,
-        "",
-        ("**The machine was busy (load average above its cores) during this run: the ratios are noisy "
-         "and the issue's floors cannot be judged from it.** " if busy else "")
-        + "llama-server was not run in this benchmark.",
-    ])
+    ]
+    if contention:
+        lines += ["", "**Contention**: one stream, 2 open-ended prompts x 64 tokens, threads left to each "
+                  "server (ours: the contention-aware governor; llama-server: its default), quiet vs one "
+                  "bounded busy process on one of the 2 cores (2 alternations).", "",
+                  "| server | quiet tok/s | busy tok/s | busy / quiet |", "|---|---|---|---|"]
+        for kind, label in (("ours", "slm serve"), ("llama", "llama-server")):
+            q, b = contention[(kind, "quiet")], contention[(kind, "busy")]
+            lines.append(f"| {label} | {cell(q)} | {cell(b)} | {ratio(q, b)} |")
+    section = "\n".join(lines)
     print(section)
     if not args.no_write:
         write_section("speculative", section)
