@@ -44,6 +44,8 @@ def write_tiny_checkpoint(folder: Path, model_type: str = "phi3", seed: int = 0)
         config = transformers.Phi3Config(**common)
     elif model_type == "qwen2":  # an architecture our torch engine lacks (the transformers engine's case)
         config = transformers.Qwen2Config(**common)
+    elif model_type == "mistral":  # a sliding window short enough for tests to pass it
+        config = transformers.MistralConfig(**common, sliding_window=8)
     else:
         config = transformers.LlamaConfig(**common)
     torch.manual_seed(seed)

@@ -64,7 +64,7 @@ def folders(tmp_path_factory):
     return {"qwen2": write_tiny_checkpoint(root / "qwen2", "qwen2", seed=3),
             "phi3": write_sp_checkpoint(root / "phi3", seed=5),
             "phi3-longrope": write_sp_checkpoint(root / "phi3-longrope", longrope=True, seed=1),
-            "llama": llama, "remote": remote}
+            "mistral": write_tiny_checkpoint(root / "mistral", "mistral", seed=6), "llama": llama, "remote": remote}
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +130,26 @@ def test_runner_rewinds_copies_prefixes_scores_every_position_and_batches(folder
     prompts = [qwen2.encode_prompt(p) for p in PROMPTS[:4]]
     alone = [qwen2.generate(p, GREEDY).token_ids for p in prompts]
     assert collect_tokens(qwen2.model.create_runner(max_sequences=4), qwen2.tokenizer, prompts, GREEDY) == alone
+
+
+def test_a_full_sliding_window_rewinds_by_running_the_kept_tokens_again(folders):
+    """Mistral's window (8 here) drops old keys, so its cache cannot crop back past them."""
+    with LLM(str(folders["mistral"]), max_sequences=2, context_length=128) as llm:
+        assert llm.backend == "transformers"
+        runner = llm.runner
+        ids = llm.encode_prompt("What is 2 + 2? The answer is 4. The capital of France is Paris.")
+        assert len(ids) > 16
+        with torch.no_grad():
+            reference = transformers.AutoModelForCausalLM.from_pretrained(folders["mistral"]).eval()
+            expected = reference(torch.tensor([ids])).logits[0].numpy()
+        np.testing.assert_allclose(runner.forward([Chunk(0, ids, 0, all_logits=True)]), expected, atol=1e-5, rtol=1e-5)
+        runner.truncate(0, 12)
+        assert runner.sequence_length(0) == 12
+        np.testing.assert_allclose(runner.forward([Chunk(0, ids[12:], 12, all_logits=True)]), expected[12:],
+                                   atol=1e-5, rtol=1e-5)
+        for prompt in PROMPTS[:2]:
+            prompt_ids = llm.encode_prompt(prompt)
+            assert llm.generate(prompt_ids, GREEDY).token_ids == transformers_greedy(reference, prompt_ids, 16)
 
 
 def test_qwen2_through_the_cli_and_the_server(folders, qwen2, slmkit_home):
