@@ -64,6 +64,20 @@ def engines_for(path: Path) -> list[str]:
     return ["llamacpp", "torch"]
 
 
+# Measured here (README "Qualcomm NPU"): the onnxruntime-qnn 2.7.0 Linux x86_64 wheel ships no
+# libQnnCpu.so, and its HTP emulator takes 4 of the 58 node units of a `slm convert --to onnx`
+# model (dynamic shapes, GroupQueryAttention, SkipSimplifiedLayerNormalization stay on the CPU).
+QNN_REFUSAL = ("--device qnn is not supported: onnxruntime-qnn's Linux wheel has no CPU backend (libQnnCpu.so) "
+               "and the CPU-built ONNX models do not map onto QNN; on a Snapdragon PC run a QNN-compiled "
+               "model with ONNX Runtime GenAI (README: Qualcomm NPU)")
+
+
+def check_device(device: str) -> None:
+    """Refuse a device no engine here can use, before anything loads (the CLI calls it before serving)."""
+    if device.lower() in ("qnn", "npu"):
+        raise BackendUnavailableError(QNN_REFUSAL)
+
+
 @dataclass
 class BackendOptions:
     backend: str = "auto"
@@ -74,6 +88,7 @@ class BackendOptions:
     trust_remote_code: bool = False  # transformers only: run the code a local folder brings (auto_map)
 
     def resolve(self, path: Path) -> str:
+        check_device(self.device)
         if self.backend not in BACKENDS:
             raise InvalidParameterError("backend", f"{self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.backend == "vllm":

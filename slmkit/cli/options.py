@@ -39,7 +39,7 @@ Backend = Annotated[str, typer.Option(help="Engine: auto (llama.cpp for GGUF, ON
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="transformers engine: run the model code a local HF folder brings (config.json auto_map, e.g. Phi-3-small's). Read it first.", rich_help_panel=_M)]
 Dtype = Annotated[str, typer.Option(help="torch engine weights: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.", rich_help_panel=_M)]
 Quantize = Annotated[str, typer.Option(help="torch engine weights: none, or int8 (weight-only, per channel; computes in bfloat16 unless --dtype says otherwise).", rich_help_panel=_M)]
-Device = Annotated[str, typer.Option(help="torch engine device: auto, cpu, cuda, cuda:N.", rich_help_panel=_M)]
+Device = Annotated[str, typer.Option(help="torch and transformers engine device: auto, cpu, cuda, cuda:N (qnn is refused: README, Qualcomm NPU).", rich_help_panel=_M)]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads (default: cores available).", rich_help_panel=_M)]
 _V = "Images (vision models)"
 Images = Annotated[Optional[list[str]], typer.Option("--image", help="An image file for a vision model (repeatable); in the REPL also /image PATH.", rich_help_panel=_V)]

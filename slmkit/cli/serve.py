@@ -53,7 +53,7 @@ def serve(
                            "instead of starting a local Ray.", rich_help_panel=_SCALE)] = None,
 ):
     """Serve models over the OpenAI, Ollama and Azure AI Inference APIs."""
-    from slmkit.backends.loading import BackendOptions
+    from slmkit.backends.loading import BackendOptions, check_device
     from slmkit.server.config import BATCH_INVARIANT_CHUNK, ServerConfig
     from slmkit.server.run import serve as run_server
 
@@ -72,7 +72,8 @@ def serve(
                                     f"{', '.join(limits.SPECULATIVE_MODES)}")
     if log_level.lower() not in LOG_LEVELS:
         raise InvalidParameterError("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-    if backend == "vllm":  # models load inside the server; refuse before it starts
+    check_device(device)  # models load inside the server; refuse before it starts
+    if backend == "vllm":
         from slmkit.backends.vllm import require_vllm
 
         require_vllm()
