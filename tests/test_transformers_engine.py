@@ -208,6 +208,12 @@ def test_remote_code_runs_only_with_the_flag(folders):
         answer = theirs.chat([{"role": "user", "content": "Hello"}], SamplingParams(max_tokens=6, temperature=0)).text
     ran = slm("run", remote, "Hello", "-n", "6", "--temperature", "0", "--trust-remote-code")
     assert ran.returncode == 0 and ran.stdout.rstrip("\n") == answer.rstrip("\n"), ran.stderr
+    # slm compare: the remote-code model on transformers beside the same weights on our torch engine
+    compared = slm("compare", remote, str(folders["llama"]), "Hello", "--json", "-n", "6", "--temperature", "0",
+                   "--trust-remote-code")
+    assert compared.returncode == 0, compared.stderr
+    texts = [r["text"] for r in json.loads(compared.stdout)["prompts"][0]["results"]]
+    assert texts == [answer, answer]
 
 
 def test_remote_code_only_from_inside_the_folder(folders, tmp_path):
