@@ -1,5 +1,5 @@
 """`--device qnn` is refused in one line, before anything loads: measured here, onnxruntime-qnn
-2.7.0's Linux x86_64 wheel has no libQnnCpu.so and its HTP emulator takes 4 of the 58 node units
+2.7.0's Linux x86_64 wheel has no libQnnCpu.so and its HTP emulator takes 4 of the 31 nodes
 of a `slm convert --to onnx` model (README: Qualcomm NPU)."""
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def engines_for(path: Path) -> list[str]:
 
 
 # Measured here (README "Qualcomm NPU"): the onnxruntime-qnn 2.7.0 Linux x86_64 wheel ships no
-# libQnnCpu.so, and its HTP emulator takes 4 of the 58 node units of a `slm convert --to onnx`
+# libQnnCpu.so, and its HTP emulator takes 4 of the 31 nodes of a `slm convert --to onnx`
 # model (dynamic shapes, GroupQueryAttention, SkipSimplifiedLayerNormalization stay on the CPU).
 QNN_REFUSAL = ("--device qnn is not supported: onnxruntime-qnn's Linux wheel has no CPU backend (libQnnCpu.so) "
                "and the CPU-built ONNX models do not map onto QNN; on a Snapdragon PC run a QNN-compiled "
