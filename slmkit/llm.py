@@ -46,9 +46,12 @@ from slmkit.vision.images import ImageInput
 class LLM:
     """A local model: store name (``smollm2``, ``smollm2:original``), a path to a ``.gguf`` or a
     Hugging Face folder. ``backend``: ``auto`` (llama.cpp for GGUF, ONNX Runtime GenAI for a
-    folder with ``genai_config.json``, torch for HF folders), ``llamacpp``, ``ortgenai`` or
-    ``torch`` (our own PyTorch models; ``dtype``, ``device`` and ``quantize`` — ``int8``
-    weight-only — apply to it). ``search``:
+    folder with ``genai_config.json``, torch for HF folders of the architectures we implement,
+    transformers for other HF folders), ``llamacpp``, ``ortgenai``, ``torch`` (our own PyTorch
+    models; ``dtype``, ``device`` and ``quantize`` — ``int8`` weight-only — apply to it) or
+    ``transformers`` (Hugging Face's ``AutoModelForCausalLM``; ``dtype`` and ``device`` apply).
+    ``trust_remote_code``: let the transformers engine run the model code a local folder brings
+    (its ``config.json`` ``auto_map``, e.g. Phi-3-small's). ``search``:
     ``slmkit`` (our sampling over the engine's logits) or, with the ortgenai engine, ``ortgenai``
     (ORT GenAI's own greedy / sampling / repetition penalty / beam search inside its Generator).
 
@@ -81,6 +84,7 @@ class LLM:
         search: str = "slmkit",
         quantize: str = "none",
         speculative: str = "off",
+        trust_remote_code: bool = False,
     ):
         if speculative not in limits.SPECULATIVE_MODES:
             raise InvalidParameterError("speculative", f"must be one of {', '.join(limits.SPECULATIVE_MODES)}, "
@@ -92,7 +96,7 @@ class LLM:
         resolved = (store or ModelStore()).resolve(model)
         self.name = resolved.name
         self.manifest = resolved.manifest
-        options = BackendOptions(backend, dtype, device, threads, quantize)
+        options = BackendOptions(backend, dtype, device, threads, quantize, trust_remote_code)
         self.backend = options.resolve(resolved.path)
         if search == "ortgenai" and self.backend != "ortgenai":
             raise InvalidParameterError("search", f"ORT GenAI's own search needs the ortgenai engine; "

@@ -42,6 +42,10 @@ def write_tiny_checkpoint(folder: Path, model_type: str = "phi3", seed: int = 0)
                   bos_token_id=None, eos_token_id=endoftext, pad_token_id=endoftext)
     if model_type == "phi3":
         config = transformers.Phi3Config(**common)
+    elif model_type == "qwen2":  # an architecture our torch engine lacks (the transformers engine's case)
+        config = transformers.Qwen2Config(**common)
+    elif model_type == "mistral":  # a sliding window short enough for tests to pass it
+        config = transformers.MistralConfig(**common, sliding_window=8)
     else:
         config = transformers.LlamaConfig(**common)
     torch.manual_seed(seed)

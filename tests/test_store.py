@@ -63,6 +63,10 @@ def test_catalogue_model_offline_explains_import(store):
         store.pull("phi3-mini-4k")
     with pytest.raises(ModelNotFoundError, match="slm import"):
         store.resolve("phi3.5-moe")
+    # no GGUF of Phi-3-small exists: its folder runs in place with the code it bundles
+    with pytest.raises(OfflineError, match=r"slm run ./Phi-3-small-8k-instruct --trust-remote-code") as refused:
+        store.pull("phi3-small")
+    assert "slmkit[transformers]" in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_pull_smollm2_checks_q8_0_before_making_it_default(store):

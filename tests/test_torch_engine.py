@@ -143,7 +143,9 @@ def test_backend_errors_are_clear(tiny_phi3, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"]}')
-    with pytest.raises(ModelLoadError, match="does not implement 'gpt_neox'"):
+    with pytest.raises(InvalidParameterError, match="the torch engine cannot run it — use --backend transformers"):
+        LLM(str(broken), backend="torch")
+    with pytest.raises(ModelLoadError, match="transformers cannot load"):  # auto picks transformers; no weights
         LLM(str(broken))
     (broken / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not valid JSON"):

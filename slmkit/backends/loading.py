@@ -1,8 +1,10 @@
 """Pick the engine for a model file or folder and load it.
 
 ``auto``: llama.cpp for a GGUF file, ONNX Runtime GenAI for a folder with ``genai_config.json``
-(what `slm convert --to onnx` writes), torch for a Hugging Face folder. ``torch`` also runs a GGUF
-(dequantized into our own model); llama.cpp cannot read a folder, torch cannot read ONNX.
+(what `slm convert --to onnx` writes), torch for a Hugging Face folder of an architecture we
+implement, transformers for any other Hugging Face folder (or one that brings its own code).
+``torch`` also runs a GGUF (dequantized into our own model); llama.cpp cannot read a folder,
+torch cannot read ONNX.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from pathlib import Path
 
 from slmkit.errors import BackendUnavailableError, InvalidParameterError
 
-BACKENDS = ("auto", "llamacpp", "torch", "ortgenai", "vllm")
+BACKENDS = ("auto", "llamacpp", "torch", "ortgenai", "transformers", "vllm")
 
 
 # engine -> (the Python module it needs, the slmkit extra that installs it)
-ENGINE_NEEDS = {"llamacpp": ("llama_cpp", None), "torch": ("torch", "torch"), "ortgenai": ("onnxruntime_genai", "onnx")}
+ENGINE_NEEDS = {"llamacpp": ("llama_cpp", None), "torch": ("torch", "torch"), "ortgenai": ("onnxruntime_genai", "onnx"),
+                "transformers": ("transformers", "transformers")}
+
+# model_type values our own torch engine implements (slmkit/models/registry.py ARCHITECTURES,
+# named here so choosing an engine needs no torch import)
+NATIVE_MODEL_TYPES = frozenset({"llama", "phi3", "phi3_v", "phimoe"})
 
 
 @dataclass(frozen=True)
@@ -48,8 +55,27 @@ def engines_for(path: Path) -> list[str]:
     if is_ortgenai_folder(path):
         return ["ortgenai"]
     if path.is_dir():
-        return ["torch"]
+        from slmkit.backends.transformers import read_folder_config
+
+        config = read_folder_config(path)
+        if config.get("model_type") in NATIVE_MODEL_TYPES and not config.get("auto_map"):
+            return ["torch", "transformers"]
+        return ["transformers"]
     return ["llamacpp", "torch"]
+
+
+# Measured here (README "Qualcomm NPU"): the onnxruntime-qnn 2.7.0 Linux x86_64 wheel ships no
+# libQnnCpu.so, and its HTP emulator takes 4 of the 31 nodes of a `slm convert --to onnx`
+# model (dynamic shapes, GroupQueryAttention, SkipSimplifiedLayerNormalization stay on the CPU).
+QNN_REFUSAL = ("--device qnn is not supported: onnxruntime-qnn's Linux wheel has no CPU backend (libQnnCpu.so) "
+               "and the CPU-built ONNX models do not map onto QNN; on a Snapdragon PC run a QNN-compiled "
+               "model with ONNX Runtime GenAI (README: Qualcomm NPU)")
+
+
+def check_device(device: str) -> None:
+    """Refuse a device no engine here can use, before anything loads (the CLI calls it before serving)."""
+    if device.lower() in ("qnn", "npu"):
+        raise BackendUnavailableError(QNN_REFUSAL)
 
 
 @dataclass
@@ -59,8 +85,10 @@ class BackendOptions:
     device: str = "auto"  # torch only: auto, cpu, cuda, cuda:1
     threads: int | None = None  # ortgenai fixes them when the model loads (the others per runner)
     quantize: str = "none"  # torch only: none, int8 (weight-only)
+    trust_remote_code: bool = False  # transformers only: run the code a local folder brings (auto_map)
 
     def resolve(self, path: Path) -> str:
+        check_device(self.device)
         if self.backend not in BACKENDS:
             raise InvalidParameterError("backend", f"{self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.backend == "vllm":
@@ -73,6 +101,7 @@ class BackendOptions:
             return engines[0]
         if self.backend not in engines:
             kind = {"ortgenai": "an ONNX Runtime GenAI folder", "torch": "a Hugging Face folder",
+                    "transformers": "a Hugging Face folder our torch engine has no model for",
                     "llamacpp": "a GGUF file"}[engines[0]]
             raise InvalidParameterError(
                 "backend", f"{path} is {kind}; the {self.backend} engine cannot run it — use "
@@ -81,7 +110,7 @@ class BackendOptions:
 
 
 def load_model(path: str | Path, options: BackendOptions | None = None, *, progress: bool = False):
-    """A `LlamaCppModel`, `TorchModel` or `OrtGenAIModel`: each has ``info``, ``tokenizer``,
+    """A `LlamaCppModel`, `TorchModel`, `OrtGenAIModel` or `TransformersModel`: each has ``info``, ``tokenizer``,
     ``create_runner``."""
     path = Path(path)
     options = options or BackendOptions()
@@ -97,6 +126,11 @@ def load_model(path: str | Path, options: BackendOptions | None = None, *, progr
         from slmkit.backends.ortgenai import OrtGenAIModel
 
         return OrtGenAIModel(path, threads=options.threads)
+    if backend == "transformers":
+        from slmkit.backends.transformers import TransformersModel
+
+        return TransformersModel(path, dtype=options.dtype, device=options.device,
+                                 trust_remote_code=options.trust_remote_code)
     if backend == "torch":
         from slmkit.backends.torch_native import TorchModel
 

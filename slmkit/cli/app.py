@@ -50,7 +50,7 @@ ModelArg = Annotated[str, typer.Argument(help="Store name (smollm2, smollm2:q8_0
 
 def load_llm(model: str, context_length: int | None = None, threads: int | None = None, system: str | None = None,
              backend: str = "auto", dtype: str = "auto", device: str = "auto", quantize: str = "none",
-             speculative: str = "off"):
+             speculative: str = "off", trust_remote_code: bool = False):
     """An `LLM` for a CLI command, with a spinner while it loads."""
     from slmkit.llm import LLM
 
@@ -58,4 +58,5 @@ def load_llm(model: str, context_length: int | None = None, threads: int | None 
         return LLM(model, context_length=context_length, threads=threads, system_prompt=system,
                    backend=backend, dtype=dtype, device=device, quantize=quantize,
                    # remote models have no local engine to draft in: the flag only reaches LLM
-                   **({"speculative": speculative} if speculative != "off" else {}))
+                   **({"speculative": speculative} if speculative != "off" else {}),
+                   **({"trust_remote_code": True} if trust_remote_code else {}))

@@ -26,7 +26,7 @@ def run(
     regex: opt.Regex = None, grammar: opt.Grammar = None,
     context_length: opt.ContextLength = None, threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
-    quantize: opt.Quantize = "none",
+    quantize: opt.Quantize = "none", trust_remote_code: opt.TrustRemoteCode = False,
     speculative: opt.Speculative = "off", verbose: opt.Verbose = False, image: opt.Images = None, video: opt.Video = None, frames: opt.Frames = 8,
     num_crops: opt.NumCrops = None,
     speak: Annotated[bool, typer.Option("--speak", help="Read each answer aloud (eSpeak NG, offline).")] = False,
@@ -44,7 +44,8 @@ def run(
     flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
                               num_beams, length_penalty, ignore_eos, format, json_schema, regex, grammar)
-    llm = load_llm(model, context_length, threads, system, backend, dtype, device, quantize, speculative)
+    llm = load_llm(model, context_length, threads, system, backend, dtype, device, quantize, speculative,
+                   trust_remote_code)
     session = ChatSession(llm, flags.apply(llm.default_params), verbose=verbose, system=llm.system_prompt,
                           num_crops=num_crops)
     session.attach(media)
@@ -74,7 +75,7 @@ def generate(
     regex: opt.Regex = None, grammar: opt.Grammar = None,
     context_length: opt.ContextLength = None, threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
-    quantize: opt.Quantize = "none",
+    quantize: opt.Quantize = "none", trust_remote_code: opt.TrustRemoteCode = False,
     speculative: opt.Speculative = "off", verbose: opt.Verbose = False,
 ):
     """Complete raw text (no chat template), streaming."""
@@ -83,7 +84,8 @@ def generate(
     flags = opt.SamplingFlags(max_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
                               num_beams, length_penalty, ignore_eos, format, json_schema, regex, grammar)
-    llm = load_llm(model, context_length, threads, None, backend, dtype, device, quantize, speculative)
+    llm = load_llm(model, context_length, threads, None, backend, dtype, device, quantize, speculative,
+                   trust_remote_code)
     params = flags.apply(llm.default_params)
     result = print_stream(llm.generate(prompt, params, stream=True), sys.stdout)
     if verbose:

@@ -29,7 +29,7 @@ def serve(
     context_length: opt.ContextLength = None,
     threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
-    quantize: opt.Quantize = "none",
+    quantize: opt.Quantize = "none", trust_remote_code: opt.TrustRemoteCode = False,
     max_queue: Annotated[int, typer.Option(min=0, help="Waiting requests per model before 429.")] = 64,
     request_timeout: Annotated[float, typer.Option(min=1, help="Seconds before a request is stopped.")] = 600,
     keep_alive: Annotated[float, typer.Option(help="Seconds an idle model stays loaded (<0: forever).")] = 300,
@@ -53,7 +53,7 @@ def serve(
                            "instead of starting a local Ray.", rich_help_panel=_SCALE)] = None,
 ):
     """Serve models over the OpenAI, Ollama and Azure AI Inference APIs."""
-    from slmkit.backends.loading import BackendOptions
+    from slmkit.backends.loading import BackendOptions, check_device
     from slmkit.server.config import BATCH_INVARIANT_CHUNK, ServerConfig
     from slmkit.server.run import serve as run_server
 
@@ -61,7 +61,7 @@ def serve(
         host=host, port=port, models=list(model or []),
         api_keys=set(api_key or []) | ServerConfig.keys_from_env(), parallel=parallel,
         context_length=context_length, threads=threads, max_queue=max_queue,
-        backend=BackendOptions(backend, dtype, device, quantize=quantize),
+        backend=BackendOptions(backend, dtype, device, quantize=quantize, trust_remote_code=trust_remote_code),
         request_timeout=request_timeout, keep_alive=keep_alive, prefix_caching=not no_prefix_cache,
         max_chunk_per_sequence=BATCH_INVARIANT_CHUNK if batch_invariant else None,
         cors_origins=list(cors_origin or []), speculative=speculative,
@@ -72,7 +72,8 @@ def serve(
                                     f"{', '.join(limits.SPECULATIVE_MODES)}")
     if log_level.lower() not in LOG_LEVELS:
         raise InvalidParameterError("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-    if backend == "vllm":  # models load inside the server; refuse before it starts
+    check_device(device)  # models load inside the server; refuse before it starts
+    if backend == "vllm":
         from slmkit.backends.vllm import require_vllm
 
         require_vllm()

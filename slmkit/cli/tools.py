@@ -58,6 +58,7 @@ def compare(
     context_length: opt.ContextLength = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads per local model (default: the cores "
                        "split between them).", rich_help_panel="Model")] = None,
+    trust_remote_code: opt.TrustRemoteCode = False,
 ):
     """Run models concurrently on the same prompts and show them side by side as they stream."""
     from slmkit.tools.compare import Comparison, load_prompts, to_markdown
@@ -82,7 +83,7 @@ def compare(
                               None, None, ignore_eos)
     with err_console.status(f"loading {', '.join(models)}...", spinner="dots"):
         comparison = Comparison(models, lambda llm: flags.apply(llm.default_params), threads=threads,
-                                context_length=context_length)
+                                context_length=context_length, trust_remote_code=trust_remote_code)
     results = []
     try:
         live_view = not (json_output or markdown)

