@@ -1,10 +1,11 @@
 """Pick the engine for a model file or folder and load it.
 
 ``auto``: llama.cpp for a GGUF file, ONNX Runtime GenAI for a folder with ``genai_config.json``
-(what `slm convert --to onnx` writes), torch for a Hugging Face folder of an architecture we
-implement, transformers for any other Hugging Face folder (or one that brings its own code).
-``torch`` also runs a GGUF (dequantized into our own model); llama.cpp cannot read a folder,
-torch cannot read ONNX.
+(what `slm convert --to onnx` writes), MLX for a folder mlx-lm wrote (`slm convert --to mlx`),
+torch for a Hugging Face folder of an architecture we implement, transformers for any other
+Hugging Face folder (or one that brings its own code); ``mlx`` also runs a Hugging Face folder of
+a model type mlx-lm has. ``torch`` also runs a GGUF (dequantized into our own model); llama.cpp
+cannot read a folder, torch cannot read ONNX.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from pathlib import Path
 
 from slmkit.errors import BackendUnavailableError, InvalidParameterError
 
-BACKENDS = ("auto", "llamacpp", "torch", "ortgenai", "transformers", "vllm")
+BACKENDS = ("auto", "llamacpp", "torch", "ortgenai", "transformers", "mlx", "vllm")
 
 
 # engine -> (the Python module it needs, the slmkit extra that installs it)
 ENGINE_NEEDS = {"llamacpp": ("llama_cpp", None), "torch": ("torch", "torch"), "ortgenai": ("onnxruntime_genai", "onnx"),
-                "transformers": ("transformers", "transformers")}
+                "transformers": ("transformers", "transformers"), "mlx": ("mlx_lm", "mlx")}
 
 # model_type values our own torch engine implements (slmkit/models/registry.py ARCHITECTURES,
 # named here so choosing an engine needs no torch import)
@@ -50,17 +51,22 @@ def engine_support(path: Path) -> list[EngineSupport]:
 
 def engines_for(path: Path) -> list[str]:
     """The engines that can run this file or folder, the first being what ``auto`` picks."""
+    from slmkit.backends.mlx import is_mlx_folder, mlx_runs_model_type
     from slmkit.backends.ortgenai import is_ortgenai_folder
 
     if is_ortgenai_folder(path):
         return ["ortgenai"]
+    if is_mlx_folder(path):
+        return ["mlx"]
     if path.is_dir():
         from slmkit.backends.transformers import read_folder_config
 
         config = read_folder_config(path)
+        # mlx-lm runs its own model classes only, never a folder's bundled code.
+        mlx = ["mlx"] if not config.get("auto_map") and mlx_runs_model_type(config.get("model_type")) else []
         if config.get("model_type") in NATIVE_MODEL_TYPES and not config.get("auto_map"):
-            return ["torch", "transformers"]
-        return ["transformers"]
+            return ["torch", "transformers", *mlx]
+        return ["transformers", *mlx]
     return ["llamacpp", "torch"]
 
 
@@ -100,7 +106,7 @@ class BackendOptions:
         if self.backend == "auto":
             return engines[0]
         if self.backend not in engines:
-            kind = {"ortgenai": "an ONNX Runtime GenAI folder", "torch": "a Hugging Face folder",
+            kind = {"ortgenai": "an ONNX Runtime GenAI folder", "torch": "a Hugging Face folder", "mlx": "an MLX folder",
                     "transformers": "a Hugging Face folder our torch engine has no model for",
                     "llamacpp": "a GGUF file"}[engines[0]]
             raise InvalidParameterError(
@@ -110,7 +116,7 @@ class BackendOptions:
 
 
 def load_model(path: str | Path, options: BackendOptions | None = None, *, progress: bool = False):
-    """A `LlamaCppModel`, `TorchModel`, `OrtGenAIModel` or `TransformersModel`: each has ``info``, ``tokenizer``,
+    """A `LlamaCppModel`, `TorchModel`, `OrtGenAIModel`, `TransformersModel` or `MLXModel`: each has ``info``, ``tokenizer``,
     ``create_runner``."""
     path = Path(path)
     options = options or BackendOptions()
@@ -131,6 +137,10 @@ def load_model(path: str | Path, options: BackendOptions | None = None, *, progr
 
         return TransformersModel(path, dtype=options.dtype, device=options.device,
                                  trust_remote_code=options.trust_remote_code)
+    if backend == "mlx":
+        from slmkit.backends.mlx import MLXModel
+
+        return MLXModel(path)
     if backend == "torch":
         from slmkit.backends.torch_native import TorchModel
 

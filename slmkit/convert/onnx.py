@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from slmkit.backends.ortgenai import SOURCE_FACTS
-from slmkit.convert.prepared import linked_copy, released_architecture
+from slmkit.convert.prepared import both_rope_key_styles, linked_copy, released_architecture
 from slmkit.convert.process import run_converter
 from slmkit.convert.registry import ConvertedModel, HFSource, ProgressFn, unsupported_architecture
 from slmkit.errors import BackendUnavailableError, InvalidParameterError
@@ -53,17 +53,8 @@ def builder_architectures() -> frozenset[str]:
 
 def prepare_input(source: HFSource, folder: Path) -> Path:
     """A folder of links to the source's files, with a config.json carrying both rope key styles."""
-    config = dict(source.config)
-    rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
-    kind = rope.get("rope_type") or rope.get("type")
-    if kind:
-        rope["rope_type"] = rope["type"] = kind
-        config["rope_parameters"] = rope
-        config["rope_scaling"] = dict(rope)
-        if "rope_theta" in rope:
-            config.setdefault("rope_theta", rope["rope_theta"])
-        if "original_max_position_embeddings" in rope:
-            config.setdefault("original_max_position_embeddings", rope["original_max_position_embeddings"])
+    config = both_rope_key_styles(source.config)
+    kind = (config.get("rope_scaling") or {}).get("type")
     if kind not in ("longrope", "su") and "original_max_position_embeddings" in config:
         config["original_max_position_embeddings"] = config.get("max_position_embeddings")
     return linked_copy(source, folder, config)

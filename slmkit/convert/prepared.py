@@ -31,3 +31,24 @@ def linked_copy(source: HFSource, folder: Path, config: dict) -> Path:
         config["architectures"] = [released_architecture(a) for a in config["architectures"]]
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+def both_rope_key_styles(config: dict) -> dict:
+    """``config`` with its rope settings under both ``rope_parameters`` (``rope_type``; what
+    transformers 5 writes) and ``rope_scaling`` (``type``; what released checkpoints, ORT GenAI's
+    builder and mlx-lm read), plus ``rope_theta`` and ``original_max_position_embeddings`` at the
+    top level where only the rope section had them."""
+    config = dict(config)
+    rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    kind = rope.get("rope_type") or rope.get("type")
+    if kind:
+        rope["rope_type"] = rope["type"] = kind
+        config["rope_parameters"] = rope
+        config["rope_scaling"] = dict(rope)
+        if "rope_theta" in rope:
+            config.setdefault("rope_theta", rope["rope_theta"])
+        if "original_max_position_embeddings" in rope:
+            config.setdefault("original_max_position_embeddings", rope["original_max_position_embeddings"])
+    elif isinstance(config.get("rope_parameters"), dict) and "rope_theta" in config["rope_parameters"]:
+        config.setdefault("rope_theta", config["rope_parameters"]["rope_theta"])
+    return config

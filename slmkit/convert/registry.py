@@ -82,10 +82,12 @@ def _load_builtin() -> None:
     if _REGISTRY:
         return
     from slmkit.convert.gguf import GGUFConverter
+    from slmkit.convert.mlx import MLXConverter
     from slmkit.convert.onnx import OnnxConverter
 
     register("gguf", GGUFConverter)
     register("onnx", OnnxConverter)
+    register("mlx", MLXConverter)
 
 
 def unsupported_architecture(source: HFSource, format_name: str, supported: frozenset[str]) -> InvalidParameterError:

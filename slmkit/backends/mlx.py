@@ -1,0 +1,380 @@
+"""MLX as a `Runner`: mlx-lm's own model classes and KV caches compute logits; our tokenizer,
+templates, sampling, stop strings and scheduler stay in charge.
+
+The model is what ``mlx_lm.utils.load_model`` builds from the folder (an MLX folder from `slm convert
+--to mlx`, or a plain Hugging Face folder: mlx-lm reads both), with `mlx_model_config` applied so
+mlx-lm reads transformers 5's rope keys. Each sequence owns an mlx-lm prompt cache
+(``make_prompt_cache``: one ``KVCache`` per layer); ``truncate`` is ``trim_prompt_cache``. Decode
+tokens of several sequences run as one ``[B, 1]`` forward over mlx-lm's ``BatchKVCache`` (left
+padded): the sequences' caches are merged into it when they first decode together and stay there
+while they keep decoding; a sequence that joins is appended (``extend``), one that leaves is
+extracted back into its own cache (``extract``) and dropped (``filter``). Prompt chunks run one
+sequence at a time on its own cache.
+
+Longrope (Phi-3/3.5): mlx-lm's ``SuScaledRoPE`` rotates with the long factors at every position,
+where transformers (and our torch engine) use the short factors until a sequence is longer than
+``original_max_position_embeddings``. The runner keeps mlx-lm's module for the long regime and a
+second ``SuScaledRoPE`` made with the short factors, sets the attention layers' ``rope`` to the one
+each forward group needs, and re-prefills a sequence whose regime changes (as transformers does).
+`plain_mlx_lm_greedy` in the tests measures what mlx-lm alone gives.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from slmkit.backends.base import Chunk
+from slmkit.backends.llamacpp import ModelInfo
+from slmkit.errors import BackendUnavailableError, ContextLengthError, InvalidParameterError, ModelLoadError, SlmkitError
+
+
+def import_mlx():
+    try:
+        import mlx.core as mx
+        import mlx_lm.utils  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailableError("the mlx engine needs MLX and mlx-lm: pip install 'slmkit[mlx]'") from exc
+    return mx
+
+
+def is_mlx_folder(path: Path) -> bool:
+    """A folder mlx-lm wrote: its safetensors say ``"format": "mlx"`` in their metadata."""
+    if not path.is_dir() or not (path / "config.json").is_file():
+        return False
+    for file in sorted(path.glob("model*.safetensors"))[:1]:
+        try:
+            with file.open("rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                if size > 100_000_000:
+                    return False
+                header = json.loads(f.read(size))
+        except (OSError, ValueError):
+            return False
+        return isinstance(header, dict) and (header.get("__metadata__") or {}).get("format") == "mlx"
+    return False
+
+
+# What mlx-lm runs of a plain HF folder when slmkit[mlx] is not installed to ask (the model types
+# our torch engine has, all of which mlx-lm has too); with it installed, mlx-lm's own list.
+_KNOWN_TYPES = frozenset({"llama", "phi3", "phimoe"})
+
+
+def mlx_runs_model_type(model_type: str | None) -> bool:
+    """Whether mlx-lm has a model for a Hugging Face folder's ``model_type``."""
+    from slmkit.convert.mlx import mlx_lm_model_types
+
+    try:
+        return model_type in mlx_lm_model_types()
+    except BackendUnavailableError:
+        return model_type in _KNOWN_TYPES
+
+
+class MLXModel:
+    """mlx-lm's model for a folder plus our tokenizer; runners (prompt caches) come from it."""
+
+    def __init__(self, path: str | Path):
+        mx = import_mlx()
+        import mlx_lm
+        from mlx_lm.utils import load_model
+
+        from slmkit.convert.mlx import mlx_model_config
+        from slmkit.models.safetensors import read_config
+        from slmkit.text.hf_tokenizer import HFTokenizer
+
+        self.path = Path(path)
+        raw = read_config(self.path)
+        self.config = mlx_model_config(raw)
+        started = time.perf_counter()
+        try:
+            self.model, _ = load_model(self.path, model_config=self.config)
+        except (ValueError, FileNotFoundError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"mlx-lm cannot load {self.path}: {exc}") from exc
+        self.load_seconds = time.perf_counter() - started
+        eos = raw.get("eos_token_id")
+        self.tokenizer = HFTokenizer(self.path, eos_token_ids=eos if isinstance(eos, list) else [eos])
+        self.ropes = RopeRegimes.for_model(self.model, self.config)
+        quantization = raw.get("quantization") or {}
+        device = str(mx.default_device())
+        weights = list(self.path.glob("*.safetensors"))
+        kind = f"int{quantization['bits']}" if quantization.get("bits") else _weight_dtype(self.model)
+        model_type = str(raw.get("model_type", "unknown"))
+        parameters = _parameters(self.model)
+        self.info = ModelInfo(
+            path=self.path, architecture=model_type,
+            description=f"{model_type} {parameters / 1e6:.0f}M MLX {kind} on {device} (mlx-lm {mlx_lm.__version__})",
+            parameters=parameters, size_bytes=sum(p.stat().st_size for p in weights), file_type=f"mlx {kind}",
+            context_length=int(raw.get("max_position_embeddings") or 4096),
+            chat_template=self.tokenizer.chat_template,
+            metadata={"backend": "mlx", "model_type": model_type},
+        )
+
+    def create_runner(self, *, context_length: int | None = None, max_sequences: int = 16,
+                      max_batch_tokens: int = 512, threads: int | None = None, **_llama_only) -> "MLXRunner":
+        from slmkit.backends.base import check_runner_options
+
+        if threads not in (None, 1):
+            raise InvalidParameterError("threads", "the mlx engine takes no thread count: MLX's CPU backend runs "
+                                                   "its matmuls in the BLAS its wheel bundles (one thread here)")
+        context = check_runner_options(context_length=context_length, threads=None, max_sequences=max_sequences,
+                                       trained_context=self.info.context_length)
+        return MLXRunner(self, context_length=context, max_sequences=max_sequences, max_batch_tokens=max_batch_tokens)
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _weight_dtype(model) -> str:
+    from mlx.utils import tree_flatten
+
+    names = {str(v.dtype).removeprefix("mlx.core.") for _, v in tree_flatten(model.parameters())}
+    return {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get("/".join(sorted(names)), "/".join(sorted(names)))
+
+
+def _parameters(model) -> int:
+    """Weights of the model, a quantized matrix counted as its float original's."""
+    from mlx_lm.utils import get_total_parameters
+
+    return int(get_total_parameters(model))
+
+
+class RopeRegimes:
+    """The two longrope regimes as mlx-lm ``SuScaledRoPE`` modules: mlx-lm's own (long factors) and
+    one made with the short factors; `use` puts one into every attention layer."""
+
+    def __init__(self, attentions: list, short, long, original: int):
+        self._attentions, self._short, self._long, self.original = attentions, short, long, original
+        self._current = long
+
+    @classmethod
+    def for_model(cls, model, config: dict) -> "RopeRegimes | None":
+        from mlx_lm.models.rope_utils import SuScaledRoPE
+
+        attentions = [getattr(layer, "self_attn", None) for layer in model.layers]
+        if not attentions or not all(isinstance(getattr(a, "rope", None), SuScaledRoPE) for a in attentions):
+            return None
+        rope = config.get("rope_scaling") or {}
+        if rope.get("short_factor") == rope.get("long_factor"):
+            return None
+        long = attentions[0].rope
+        original = int(config.get("original_max_position_embeddings") or rope["original_max_position_embeddings"])
+        # Built as mlx-lm builds the long one, the short factors in the long factors' place (it
+        # rotates by ``long_factor`` only). The mscale: the config's short_mscale (PhiMoE), else
+        # the one SuScaledRoPE derives from the two lengths, as for the long module.
+        short = SuScaledRoPE(long.dim, base=float(config.get("rope_theta", 10000.0)),
+                             max_position_embeddings=int(config["max_position_embeddings"]),
+                             original_max_position_embeddings=original,
+                             short_factor=rope["short_factor"], long_factor=rope["short_factor"],
+                             long_mscale=rope.get("short_mscale"))
+        return cls(attentions, short, long, original)
+
+    def uses_long(self, length: int) -> bool:
+        return length > self.original
+
+    def use(self, long: bool) -> None:
+        module = self._long if long else self._short
+        if module is not self._current:
+            for attention in self._attentions:
+                attention.rope = module
+            self._current = module
+
+
+class MLXRunner:
+    """The `Runner` protocol over mlx-lm prompt caches, one per sequence, batched for decoding."""
+
+    def __init__(self, model: MLXModel, *, context_length: int, max_sequences: int = 16, max_batch_tokens: int = 512):
+        self._mx = import_mlx()
+        from mlx_lm.models.cache import make_prompt_cache
+
+        self._make_cache = lambda: make_prompt_cache(model.model)
+        self.model = model
+        self.vocab_size = int(model.config.get("vocab_size") or model.tokenizer.vocab_size)
+        self.max_sequences = max_sequences
+        self.context_length = context_length
+        self.kv_cells = context_length * max_sequences
+        self.max_batch_tokens = min(max_batch_tokens, context_length)
+        self._caches: list[list | None] = [None] * max_sequences  # None while empty or in the batch
+        self._tokens: list[list[int]] = [[] for _ in range(max_sequences)]
+        self._long = [False] * max_sequences  # rope regime each sequence's cached keys were made with
+        self._batch: list | None = None  # one BatchKVCache per layer
+        self._rows: list[int | None] = []  # batch row -> seq id (None: a row whose sequence left)
+
+    # -- Runner protocol ------------------------------------------------------------------
+    def forward(self, chunks: list[Chunk]) -> np.ndarray:
+        self._check(chunks)
+        for chunk in chunks:
+            self._match_rope_regime(chunk.seq_id, chunk.start_pos + len(chunk.token_ids))
+        rows: dict[int, np.ndarray] = {}
+        decodes = [i for i, c in enumerate(chunks) if len(c.token_ids) == 1]
+        for long in (False, True):
+            group = [i for i in decodes if self._long[chunks[i].seq_id] == long]
+            if len(group) > 1:
+                rows.update(zip(group, self._decode_together([chunks[i] for i in group])))
+                decodes = [i for i in decodes if i not in group]
+        for i, chunk in enumerate(chunks):
+            if i not in rows:
+                out = self._run_alone(chunk)
+                if out is not None:
+                    rows[i] = out
+        for chunk in chunks:
+            self._tokens[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
+        wanted = [rows[i] for i in sorted(rows) if chunks[i].want_logits or chunks[i].all_logits]
+        if not wanted:
+            return np.empty((0, self.vocab_size), dtype=np.float32)
+        return np.concatenate(wanted)
+
+    def truncate(self, seq_id: int, length: int) -> None:
+        from mlx_lm.models.cache import trim_prompt_cache
+
+        length = max(0, length)
+        held = len(self._tokens[seq_id])
+        if length >= held:
+            return
+        cache = self._own_cache(seq_id)
+        trim_prompt_cache(cache, held - length)
+        del self._tokens[seq_id][length:]
+
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        if length > len(self._tokens[src]):
+            raise SlmkitError(f"sequence {src} holds {len(self._tokens[src])} tokens, cannot copy {length}")
+        if src == dst:
+            self.truncate(dst, length)
+            return
+        source = self._own_cache(src)
+        self.free(dst)
+        copy = self._make_cache()
+        for theirs, mine in zip(source, copy):
+            if length and theirs.keys is not None:
+                # A slice is a new array: writes into either cache never reach the other.
+                mine.state = (theirs.keys[..., :length, :], theirs.values[..., :length, :], length)
+        self._mx.eval([(c.keys, c.values) for c in copy if c.keys is not None])
+        self._caches[dst] = copy
+        self._tokens[dst] = self._tokens[src][:length]
+        self._long[dst] = self._long[src]
+
+    def free(self, seq_id: int) -> None:
+        self._leave_batch(seq_id, keep=False)
+        self._caches[seq_id] = None
+        self._tokens[seq_id] = []
+        self._long[seq_id] = False
+
+    def sequence_length(self, seq_id: int) -> int:
+        return len(self._tokens[seq_id])
+
+    def used_cells(self) -> int:
+        return sum(map(len, self._tokens))
+
+    def close(self) -> None:
+        self._caches = [None] * self.max_sequences
+        self._batch, self._rows = None, []
+
+    # -- internals ------------------------------------------------------------------------
+    def _own_cache(self, seq_id: int) -> list:
+        """The sequence's own prompt cache, taken out of the batch if it is there."""
+        self._leave_batch(seq_id, keep=True)
+        if self._caches[seq_id] is None:
+            self._caches[seq_id] = self._make_cache()
+        return self._caches[seq_id]
+
+    def _leave_batch(self, seq_id: int, *, keep: bool) -> None:
+        if seq_id not in self._rows:
+            return
+        row = self._rows.index(seq_id)
+        if keep:
+            self._caches[seq_id] = [layer.extract(row) for layer in self._batch]
+        self._rows[row] = None
+        if not any(s is not None for s in self._rows):
+            self._batch, self._rows = None, []
+
+    def _decode_together(self, chunks: list[Chunk]) -> list[np.ndarray]:
+        """One ``[B, 1]`` forward over the batch cache; logits rows in ``chunks`` order."""
+        mx = self._mx
+        from mlx_lm.models.cache import BatchKVCache
+
+        if self.model.ropes:
+            self.model.ropes.use(self._long[chunks[0].seq_id])
+        seqs = [c.seq_id for c in chunks]
+        if self._batch is not None:
+            for seq in [s for s in self._rows if s is not None and s not in seqs]:
+                self._leave_batch(seq, keep=True)
+        if self._batch is not None:
+            keep = [row for row, s in enumerate(self._rows) if s is not None]
+            if len(keep) < len(self._rows):
+                index = mx.array(keep)
+                for layer in self._batch:
+                    layer.filter(index)
+                self._rows = [self._rows[row] for row in keep]
+        joining = [s for s in seqs if s not in self._rows]
+        if joining:
+            caches = [self._caches[s] or self._make_cache() for s in joining]
+            merged = [BatchKVCache.merge([cache[layer] for cache in caches]) for layer in range(len(caches[0]))]
+            if self._batch is None:
+                self._batch, self._rows = merged, []
+            else:
+                for mine, theirs in zip(self._batch, merged):
+                    mine.extend(theirs)
+            self._rows += joining
+            for s in joining:
+                self._caches[s] = None
+        by_row = {c.seq_id: c for c in chunks}
+        inputs = mx.array([[by_row[s].token_ids[0]] for s in self._rows], dtype=mx.int32)
+        logits = self.model.model(inputs, cache=self._batch)[:, -1, :]
+        mx.eval(logits, [(c.keys, c.values) for c in self._batch])
+        out = np.array(logits.astype(mx.float32))
+        return [out[self._rows.index(s)][None] for s in seqs]
+
+    def _run_alone(self, chunk: Chunk) -> np.ndarray | None:
+        mx = self._mx
+        if self.model.ropes:
+            self.model.ropes.use(self._long[chunk.seq_id])
+        cache = self._own_cache(chunk.seq_id)
+        logits = self.model.model(mx.array([list(chunk.token_ids)], dtype=mx.int32), cache=cache)[0]
+        if not chunk.all_logits:
+            logits = logits[-1:]
+        wanted = chunk.all_logits or chunk.want_logits
+        mx.eval(logits if wanted else [], [(c.keys, c.values) for c in cache])
+        return np.array(logits.astype(mx.float32)) if wanted else None
+
+    def _match_rope_regime(self, seq_id: int, end: int) -> None:
+        """Recompute a sequence's cached keys when it crosses the longrope switch point (either way)."""
+        ropes = self.model.ropes
+        if ropes is None:
+            return
+        long = ropes.uses_long(end)
+        if long == self._long[seq_id]:
+            return
+        self._long[seq_id] = long
+        history = self._tokens[seq_id]
+        self._leave_batch(seq_id, keep=False)
+        self._caches[seq_id] = None
+        for start in range(0, len(history), self.max_batch_tokens):
+            self._run_alone(Chunk(seq_id, history[start : start + self.max_batch_tokens], start, want_logits=False))
+
+    def _check(self, chunks: list[Chunk]) -> None:
+        total, seen = 0, set()
+        for chunk in chunks:
+            k = len(chunk.token_ids)
+            if not 0 <= chunk.seq_id < self.max_sequences:
+                raise InvalidParameterError("seq_id", f"sequence {chunk.seq_id} is outside 0..{self.max_sequences - 1}")
+            if chunk.seq_id in seen:
+                raise InvalidParameterError("chunk", f"two chunks for sequence {chunk.seq_id} in one step")
+            seen.add(chunk.seq_id)
+            if k == 0:
+                raise InvalidParameterError("chunk", f"empty chunk for sequence {chunk.seq_id}")
+            if chunk.embeddings:
+                raise InvalidParameterError("chunk", "the mlx engine runs text models only (no image embeddings)")
+            total += k
+            if total > self.max_batch_tokens:
+                raise InvalidParameterError(
+                    "chunk", f"batch of {total} tokens exceeds max_batch_tokens={self.max_batch_tokens}")
+            if chunk.start_pos != len(self._tokens[chunk.seq_id]):
+                raise SlmkitError(f"sequence {chunk.seq_id} holds {len(self._tokens[chunk.seq_id])} tokens, "
+                                  f"chunk starts at {chunk.start_pos}")
+            if chunk.start_pos + k > self.context_length:
+                raise ContextLengthError(f"sequence {chunk.seq_id} would reach {chunk.start_pos + k} tokens; "
+                                         f"the context holds {self.context_length}")
+            if min(chunk.token_ids) < 0 or max(chunk.token_ids) >= self.vocab_size:
+                raise InvalidParameterError("token_ids", f"a token id is outside the vocabulary (0..{self.vocab_size - 1})")
