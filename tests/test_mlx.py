@@ -213,8 +213,6 @@ def test_bad_input_is_one_clear_error(store, checkpoints):
     with pytest.raises(InvalidParameterError, match="no precision 'int3'"):
         convert_into_store(store, str(checkpoints["phi3"]), "mlx", "int3")
     model = converted(store, checkpoints, "phi3", "fp32")
-    with pytest.raises(InvalidParameterError, match="takes no thread count"):
-        LLM(str(model.path), threads=2)
     with pytest.raises(InvalidParameterError, match="is an MLX folder; the torch engine cannot run it"):
         LLM(str(model.path), backend="torch")
 

@@ -97,6 +97,7 @@ class MLXModel:
         eos = raw.get("eos_token_id")
         self.tokenizer = HFTokenizer(self.path, eos_token_ids=eos if isinstance(eos, list) else [eos])
         self.ropes = RopeRegimes.for_model(self.model, self.config)
+        self._materialize(mx)
         quantization = raw.get("quantization") or {}
         device = str(mx.default_device())
         weights = list(self.path.glob("*.safetensors"))
@@ -112,14 +113,26 @@ class MLXModel:
             metadata={"backend": "mlx", "model_type": model_type},
         )
 
+    def _materialize(self, mx) -> None:
+        """Evaluate what mlx-lm leaves lazy at load (a rope's frequencies are no parameters, so
+        ``load_model`` does not evaluate them): one token through each rope regime. A lazy array is
+        bound to the stream of the thread that made it, and the server and `slm compare` run the
+        model on another thread than the one that loaded it ("There is no Stream(cpu, 0) in current
+        thread" otherwise)."""
+        from mlx_lm.models.cache import make_prompt_cache
+
+        for long in ((False, True) if self.ropes else (True,)):
+            if self.ropes:
+                self.ropes.use(long)
+            mx.eval(self.model(mx.array([[0]], dtype=mx.int32), cache=make_prompt_cache(self.model)))
+
     def create_runner(self, *, context_length: int | None = None, max_sequences: int = 16,
                       max_batch_tokens: int = 512, threads: int | None = None, **_llama_only) -> "MLXRunner":
         from slmkit.backends.base import check_runner_options
 
-        if threads not in (None, 1):
-            raise InvalidParameterError("threads", "the mlx engine takes no thread count: MLX's CPU backend runs "
-                                                   "its matmuls in the BLAS its wheel bundles (one thread here)")
-        context = check_runner_options(context_length=context_length, threads=None, max_sequences=max_sequences,
+        # ``threads`` is validated but not applied: MLX takes no thread count. Its CPU backend runs
+        # matmuls in the BLAS its wheel bundles, on one thread on Linux (measured: CPU time = wall time).
+        context = check_runner_options(context_length=context_length, threads=threads, max_sequences=max_sequences,
                                        trained_context=self.info.context_length)
         return MLXRunner(self, context_length=context, max_sequences=max_sequences, max_batch_tokens=max_batch_tokens)
 
@@ -285,6 +298,7 @@ class MLXRunner:
         row = self._rows.index(seq_id)
         if keep:
             self._caches[seq_id] = [layer.extract(row) for layer in self._batch]
+            self._mx.eval([(c.keys, c.values) for c in self._caches[seq_id]])  # not lazy: see MLXModel._materialize
         self._rows[row] = None
         if not any(s is not None for s in self._rows):
             self._batch, self._rows = None, []
@@ -322,7 +336,7 @@ class MLXRunner:
         by_row = {c.seq_id: c for c in chunks}
         inputs = mx.array([[by_row[s].token_ids[0]] for s in self._rows], dtype=mx.int32)
         logits = self.model.model(inputs, cache=self._batch)[:, -1, :]
-        mx.eval(logits, [(c.keys, c.values) for c in self._batch])
+        mx.eval(logits, [(c.keys, c.values, c.offset, c.left_padding) for c in self._batch])
         out = np.array(logits.astype(mx.float32))
         return [out[self._rows.index(s)][None] for s in seqs]
 

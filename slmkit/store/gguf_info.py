@@ -127,7 +127,31 @@ def read_onnx_summary(folder: str | Path) -> GGUFSummary:
 
 def read_summary(path: str | Path) -> GGUFSummary:
     """Header facts of any stored model: GGUF file, ONNX Runtime GenAI folder or HF folder."""
+    from slmkit.backends.mlx import is_mlx_folder
+
     path = Path(path)
     if path.is_dir():
-        return read_onnx_summary(path) if (path / "genai_config.json").is_file() else read_hf_summary(path)
+        if (path / "genai_config.json").is_file():
+            return read_onnx_summary(path)
+        return read_mlx_summary(path) if is_mlx_folder(path) else read_hf_summary(path)
     return read_gguf_summary(path)
+
+
+def read_mlx_summary(folder: Path) -> GGUFSummary:
+    """A folder mlx-lm wrote: a HF folder's facts, with mlx-lm's own parameter count (its index
+    metadata counts a packed 4-bit matrix as its float original) and the precision it was written in."""
+    import dataclasses
+    import json
+
+    from slmkit.models.safetensors import read_config
+
+    summary = read_hf_summary(folder)
+    bits = (read_config(folder).get("quantization") or {}).get("bits")
+    index = folder / "model.safetensors.index.json"
+    try:
+        parameters = int(json.loads(index.read_text())["metadata"]["total_parameters"])
+    except (OSError, ValueError, KeyError, TypeError):
+        parameters = summary.parameters
+    names = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+    kind = f"int{bits}" if bits else "/".join(names.get(t.lower(), t) for t in summary.file_type.split("/"))
+    return dataclasses.replace(summary, parameters=parameters, file_type=f"mlx {kind}")
