@@ -1,5 +1,6 @@
 """The engines side by side on one checkpoint: llama.cpp (GGUF q4_k_m, q8_0), ONNX Runtime GenAI
-(int4, fp32) and our torch engine (fp32, bf16), all from `slm convert` of one Hugging Face folder.
+(int4, fp32), MLX (mlx-lm int4, fp32) and our torch engine (fp32, bf16), all from `slm convert` of
+one Hugging Face folder. MLX takes no thread count: its Linux CPU backend runs on one thread.
 
 Models: SmolLM2-135M as a HF folder (transformers reads the bundled Q4_1 GGUF with ``gguf_file=``,
 dequantized, and saves it), and a random-weight model of Phi-3.5-mini's exact shape (3.8B, written
@@ -41,6 +42,8 @@ ENGINES = [
     ("llama.cpp q8_0", "gguf", "int8", "llamacpp", None),
     ("ORT GenAI int4", "onnx", "int4", "ortgenai", None),
     ("ORT GenAI fp32", "onnx", "fp32", "ortgenai", None),
+    ("MLX int4", "mlx", "int4", "mlx", None),
+    ("MLX fp32", "mlx", "fp32", "mlx", None),
     ("torch fp32", None, None, "torch", "float32"),
     ("torch bf16", None, None, "torch", "bfloat16"),
 ]
@@ -50,7 +53,9 @@ PHI35_PARAMETERS = 3.82e9
 # The ORT builder loads the checkpoint (bf16 here) and builds the whole fp32 graph before quantizing
 # it to int4 (measured: 3.8B killed at its quantize step with ~14 GB free).
 MEMORY_PER_PARAMETER = {"llama.cpp q4_k_m": 0.75, "llama.cpp q8_0": 1.2, "ORT GenAI int4": 6.0,
-                        "ORT GenAI fp32": 8.5, "torch fp32": 4.4, "torch bf16": 2.3}
+                        "ORT GenAI fp32": 8.5, "torch fp32": 4.4, "torch bf16": 2.3,
+                        # mlx-lm's converter casts the whole model to fp32 before quantizing or saving it.
+                        "MLX int4": 4.8, "MLX fp32": 4.8}
 PHI35_MINI = dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
                   num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=131072,
                   original_max_position_embeddings=4096, bos_token_id=1, eos_token_id=32000, pad_token_id=32000)
@@ -154,6 +159,10 @@ def weight_bytes(path: Path, dtype: str | None) -> int:
         return path.stat().st_size
     if (path / "genai_config.json").is_file():
         return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".onnx", ".data"))
+    from slmkit.backends.mlx import is_mlx_folder
+
+    if is_mlx_folder(path):
+        return sum(p.stat().st_size for p in path.glob("*.safetensors"))
     from slmkit.store.gguf_info import read_hf_summary
 
     return read_hf_summary(path).parameters * (4 if dtype == "float32" else 2)
@@ -182,6 +191,8 @@ def measure(path: str, backend: str, dtype: str | None, threads: int, tokens: in
         import onnxruntime_genai  # noqa: F401 - libraries count in the baseline, not in the model's RSS
     elif backend == "torch":
         import torch  # noqa: F401
+    elif backend == "mlx":
+        import mlx_lm.utils  # noqa: F401
     baseline = _rss_mb()
     started = time.perf_counter()
     llm = LLM(path, backend=backend, dtype=dtype or "auto", threads=threads, max_sequences=1,
@@ -395,7 +406,7 @@ def main() -> None:
 
 def write_report(args, bandwidth: float, tables: list[str], batching) -> None:
     lines = [
-        "## Engines: llama.cpp vs ONNX Runtime GenAI vs torch on one checkpoint (`benchmarks/engines.py`)",
+        "## Engines: llama.cpp vs ONNX Runtime GenAI vs MLX vs torch on one checkpoint (`benchmarks/engines.py`)",
         "",
         f"{today()}, {cpu_model()}, {args.threads} threads, greedy, prompt {PROMPT_TOKENS} tokens (prefill), "
         f"{args.tokens} new tokens (decode, batch 1). Every model comes from `slm convert` of one HF folder; "
@@ -424,7 +435,10 @@ def write_report(args, bandwidth: float, tables: list[str], batching) -> None:
         "Memory: ORT GenAI's builder makes the fp32 graph before quantizing it to int4, so an int4 "
         "export needs more RAM than the fp32 model (3.8B: killed at 'start to quantize'); llama.cpp "
         "q4_k_m keeps a repacked copy of its weights beside the mapped file (≈2× the file in RSS); the "
-        "torch loader holds the safetensors state dict and the model at once (≈2× the weights at peak).",
+        "torch loader holds the safetensors state dict and the model at once (≈2× the weights at peak). "
+        "MLX rows run mlx-lm's models on MLX's Linux CPU backend (the mlx-cpu wheel), which takes no "
+        "thread count and runs its matmuls on one thread in the reference BLAS it bundles, whatever "
+        "--threads says; on macOS the same rows would run on Metal.",
     ]
     write_section("engines", "\n".join(lines))
 

@@ -86,6 +86,19 @@ def test_conversions_give_the_torch_engines_greedy_ids(store, checkpoints, name,
         assert any(n < LONGROPE_ORIGINAL < n + GREEDY.max_tokens for n in lengths)
 
 
+def test_phimoe_runs_on_mlx_like_our_torch_phimoe(store, tmp_path_factory):
+    """mlx-lm's phimoe reads ``rope_scaling`` (with short/long mscales) and crashes without it
+    (mlx-lm #1884); transformers 5 writes only ``rope_parameters``: the converter's config has both.
+    Its sparsemixer routing and LayerNorm then give our torch PhiMoE's greedy ids."""
+    folder = write_sp_checkpoint(tmp_path_factory.mktemp("mlx-moe") / "phimoe", moe=True, longrope=True, seed=4)
+    convert_into_store(store, str(folder), "mlx", "fp32", name="phimoe-mlx")
+    with open_llm(folder, backend="torch") as reference, open_llm(store.resolve("phimoe-mlx").path) as mlx:
+        assert mlx.info.architecture == "phimoe"
+        for prompt in LONGROPE_PROMPTS[::2]:
+            ids = reference.encode_prompt(prompt)
+            assert mlx.generate(ids, GREEDY).token_ids == reference.generate(ids, GREEDY).token_ids, prompt
+
+
 def plain_mlx_lm_greedy(folder, ids: list[int], steps: int) -> list[int]:
     """Greedy ids from mlx-lm alone: its load_model, its prompt cache, its rope."""
     from mlx_lm.models.cache import make_prompt_cache
