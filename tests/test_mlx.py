@@ -27,7 +27,7 @@ from hf_fixtures import CORPUS, LONGROPE_ORIGINAL, write_sp_checkpoint  # noqa: 
 
 from slmkit import LLM, SamplingParams  # noqa: E402
 from slmkit.backends.base import Chunk  # noqa: E402
-from slmkit.errors import BackendUnavailableError, InvalidParameterError  # noqa: E402
+from slmkit.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError  # noqa: E402
 from slmkit.store.convert import convert_into_store  # noqa: E402
 from slmkit.store.store import ModelStore  # noqa: E402
 
@@ -238,3 +238,18 @@ def test_a_missing_extra_names_it(store, checkpoints, monkeypatch):
     from slmkit.backends.loading import engine_support
 
     assert [s.describe() for s in engine_support(model.path)] == ["mlx (needs pip install 'slmkit[mlx]')"]
+
+
+def test_a_failing_converter_or_a_broken_folder_is_one_line(store, checkpoints, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for file in checkpoints["phi3"].iterdir():
+        (broken / file.name).write_bytes(file.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    before = sorted(p.name for p in store.models_dir.iterdir())
+    with pytest.raises(ModelLoadError) as failure:
+        convert_into_store(store, str(broken), "mlx", "fp32")
+    assert "mlx-lm's converter failed" in str(failure.value) and "\n" not in str(failure.value)
+    assert sorted(p.name for p in store.models_dir.iterdir()) == before
+    with pytest.raises(ModelLoadError, match="mlx-lm cannot load"):
+        LLM(str(broken), backend="mlx")

@@ -91,7 +91,7 @@ class MLXModel:
         started = time.perf_counter()
         try:
             self.model, _ = load_model(self.path, model_config=self.config)
-        except (ValueError, FileNotFoundError, KeyError, TypeError) as exc:
+        except (ValueError, FileNotFoundError, KeyError, TypeError, RuntimeError) as exc:  # mx.load: RuntimeError
             raise ModelLoadError(f"mlx-lm cannot load {self.path}: {exc}") from exc
         self.load_seconds = time.perf_counter() - started
         eos = raw.get("eos_token_id")
