@@ -5,11 +5,9 @@ The model is what ``mlx_lm.utils.load_model`` builds from the folder (an MLX fol
 --to mlx`, or a plain Hugging Face folder: mlx-lm reads both), with `mlx_model_config` applied so
 mlx-lm reads transformers 5's rope keys. Each sequence owns an mlx-lm prompt cache
 (``make_prompt_cache``: one ``KVCache`` per layer); ``truncate`` is ``trim_prompt_cache``. Decode
-tokens of several sequences run as one ``[B, 1]`` forward over mlx-lm's ``BatchKVCache`` (left
-padded): the sequences' caches are merged into it when they first decode together and stay there
-while they keep decoding; a sequence that joins is appended (``extend``), one that leaves is
-extracted back into its own cache (``extract``) and dropped (``filter``). Prompt chunks run one
-sequence at a time on its own cache.
+tokens of several sequences run as one ``[B, 1]`` forward over mlx-lm's ``BatchKVCache``
+(`mlx_batch.DecodeBatch`: the caches stay merged while the same sequences keep decoding; one per
+rope regime). Prompt chunks run one sequence at a time on its own cache.
 
 Longrope (Phi-3/3.5): mlx-lm's ``SuScaledRoPE`` rotates with the long factors at every position,
 where transformers (and our torch engine) use the short factors until a sequence is longer than
@@ -28,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from slmkit.backends.base import Chunk
+from slmkit.backends.mlx_batch import DecodeBatch
 from slmkit.backends.llamacpp import ModelInfo
 from slmkit.errors import BackendUnavailableError, ContextLengthError, InvalidParameterError, ModelLoadError, SlmkitError
 
@@ -212,8 +211,8 @@ class MLXRunner:
         self._caches: list[list | None] = [None] * max_sequences  # None while empty or in the batch
         self._tokens: list[list[int]] = [[] for _ in range(max_sequences)]
         self._long = [False] * max_sequences  # rope regime each sequence's cached keys were made with
-        self._batch: list | None = None  # one BatchKVCache per layer
-        self._rows: list[int | None] = []  # batch row -> seq id (None: a row whose sequence left)
+        # Decoding sequences, one batch per rope regime (a forward runs one regime).
+        self._batches = {False: DecodeBatch(self._mx), True: DecodeBatch(self._mx)}
 
     # -- Runner protocol ------------------------------------------------------------------
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
@@ -226,7 +225,6 @@ class MLXRunner:
             group = [i for i in decodes if self._long[chunks[i].seq_id] == long]
             if len(group) > 1:
                 rows.update(zip(group, self._decode_together([chunks[i] for i in group])))
-                decodes = [i for i in decodes if i not in group]
         for i, chunk in enumerate(chunks):
             if i not in rows:
                 out = self._run_alone(chunk)
@@ -282,7 +280,8 @@ class MLXRunner:
 
     def close(self) -> None:
         self._caches = [None] * self.max_sequences
-        self._batch, self._rows = None, []
+        for batch in self._batches.values():
+            batch.clear()
 
     # -- internals ------------------------------------------------------------------------
     def _own_cache(self, seq_id: int) -> list:
@@ -293,52 +292,29 @@ class MLXRunner:
         return self._caches[seq_id]
 
     def _leave_batch(self, seq_id: int, *, keep: bool) -> None:
-        if seq_id not in self._rows:
-            return
-        row = self._rows.index(seq_id)
-        if keep:
-            self._caches[seq_id] = [layer.extract(row) for layer in self._batch]
-            self._mx.eval([(c.keys, c.values) for c in self._caches[seq_id]])  # not lazy: see MLXModel._materialize
-        self._rows[row] = None
-        if not any(s is not None for s in self._rows):
-            self._batch, self._rows = None, []
+        for batch in self._batches.values():
+            if batch.holds(seq_id):
+                cache = batch.take(seq_id, keep=keep)
+                if keep:
+                    self._caches[seq_id] = cache
 
     def _decode_together(self, chunks: list[Chunk]) -> list[np.ndarray]:
-        """One ``[B, 1]`` forward over the batch cache; logits rows in ``chunks`` order."""
-        mx = self._mx
-        from mlx_lm.models.cache import BatchKVCache
-
+        """One ``[B, 1]`` forward over the regime's batch cache; logits rows in ``chunks`` order."""
+        long = self._long[chunks[0].seq_id]
         if self.model.ropes:
-            self.model.ropes.use(self._long[chunks[0].seq_id])
-        seqs = [c.seq_id for c in chunks]
-        if self._batch is not None:
-            for seq in [s for s in self._rows if s is not None and s not in seqs]:
-                self._leave_batch(seq, keep=True)
-        if self._batch is not None:
-            keep = [row for row, s in enumerate(self._rows) if s is not None]
-            if len(keep) < len(self._rows):
-                index = mx.array(keep)
-                for layer in self._batch:
-                    layer.filter(index)
-                self._rows = [self._rows[row] for row in keep]
-        joining = [s for s in seqs if s not in self._rows]
-        if joining:
-            caches = [self._caches[s] or self._make_cache() for s in joining]
-            merged = [BatchKVCache.merge([cache[layer] for cache in caches]) for layer in range(len(caches[0]))]
-            if self._batch is None:
-                self._batch, self._rows = merged, []
-            else:
-                for mine, theirs in zip(self._batch, merged):
-                    mine.extend(theirs)
-            self._rows += joining
-            for s in joining:
-                self._caches[s] = None
-        by_row = {c.seq_id: c for c in chunks}
-        inputs = mx.array([[by_row[s].token_ids[0]] for s in self._rows], dtype=mx.int32)
-        logits = self.model.model(inputs, cache=self._batch)[:, -1, :]
-        mx.eval(logits, [(c.keys, c.values, c.offset, c.left_padding) for c in self._batch])
-        out = np.array(logits.astype(mx.float32))
-        return [out[self._rows.index(s)][None] for s in seqs]
+            self.model.ropes.use(long)
+
+        def own_cache(seq_id: int) -> list:
+            cache = self._caches[seq_id] or self._make_cache()
+            self._caches[seq_id] = None  # its KV lives in the batch now
+            return cache
+
+        def give_back(seq_id: int, cache: list) -> None:
+            self._caches[seq_id] = cache
+
+        rows = self._batches[long].forward(self.model.model, {c.seq_id: int(c.token_ids[0]) for c in chunks},
+                                           own_cache, give_back)
+        return [rows[c.seq_id] for c in chunks]
 
     def _run_alone(self, chunk: Chunk) -> np.ndarray | None:
         mx = self._mx
