@@ -48,7 +48,7 @@ def tiny_store(slmkit_home, tmp_path_factory):
 
 def test_show_lists_mlx_among_the_engines(tiny_store):
     hf = json.loads(slm("show", "tiny-mlx", "--json").stdout)
-    assert [e["engine"] for e in hf["engines"]] == ["torch", "mlx"]  # mlx-lm reads the HF folder too
+    assert [e["engine"] for e in hf["engines"]] == ["torch", "transformers", "mlx"]  # mlx-lm reads HF folders too
     for precision in ("fp32", "fp16"):
         facts = json.loads(slm("show", f"tiny-mlx-mlx-{precision}", "--json").stdout)
         assert facts["engines"] == [{"engine": "mlx", "installed": True, "extra": "mlx"}]

@@ -7,6 +7,7 @@ equal to the native engine with it; a tokenizer without tokenizer.json; the one-
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -165,9 +166,11 @@ def test_qwen2_through_the_cli_and_the_server(folders, qwen2, slmkit_home):
     done = slm("import", str(folders["qwen2"]), "--name", "tiny-qwen2")
     assert done.returncode == 0, done.stderr
     shown = json.loads(slm("show", "tiny-qwen2", "--json").stdout)
-    assert shown["engines"] == [{"engine": "transformers", "installed": True, "extra": "transformers"}]
+    assert shown["engines"][0] == {"engine": "transformers", "installed": True, "extra": "transformers"}
+    mlx = ["mlx"] if importlib.util.find_spec("mlx_lm") else []  # mlx-lm has qwen2 and phi3 too
+    assert [e["engine"] for e in shown["engines"]] == ["transformers", *mlx]
     phi3 = json.loads(slm("show", str(folders["phi3"]), "--json").stdout)
-    assert [e["engine"] for e in phi3["engines"]] == ["torch", "transformers"]
+    assert [e["engine"] for e in phi3["engines"]] == ["torch", "transformers", *mlx]
     messages = [{"role": "user", "content": "What is 2 + 2?"}]
     params = SamplingParams(max_tokens=12, temperature=0)
     answer = qwen2.chat(messages, params).text
@@ -261,5 +264,6 @@ def test_engine_choice_errors_and_the_missing_extra(folders, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if slmkit[transformers] were not installed
     with pytest.raises(BackendUnavailableError, match=r"pip install 'slmkit\[transformers\]'"):
         LLM(str(folders["qwen2"]))
+    mlx = ["mlx (installed)"] if importlib.util.find_spec("mlx_lm") else []  # mlx-lm has qwen2 too
     assert [s.describe() for s in engine_support(folders["qwen2"])] == \
-        ["transformers (needs pip install 'slmkit[transformers]')"]
+        ["transformers (needs pip install 'slmkit[transformers]')", *mlx]
