@@ -155,3 +155,38 @@ def test_long_prompts_are_batch_invariant_with_chunks_under_64(llm):
         alone_runner.close()
         runner.close()
         model.close()
+
+
+def test_llamacpp_runner_takes_chunks_out_of_slot_order(llm):
+    """The runner puts a batch in slot order (llama.cpp splits one in arrival order into more
+    micro-batches) and must hand every chunk back its own logit rows."""
+    from slmkit.backends.base import Chunk
+    from slmkit.backends.llamacpp import LlamaCppModel
+
+    model = LlamaCppModel(llm.model.path)
+    prompts = [model.tokenizer.encode(t) for t in ("The capital of France is", "2 + 2 =", "Once upon a")]
+
+    def run(order):
+        runner = model.create_runner(context_length=256, max_sequences=4, unified_kv=False)
+        try:
+            prefill = runner.forward([Chunk(seq, prompts[seq], 0, all_logits=seq == 1) for seq in order])
+            rows = {seq: [] for seq in order}
+            start = 0
+            for seq in order:
+                k = len(prompts[seq]) if seq == 1 else 1
+                rows[seq] = prefill[start:start + k].copy()
+                start += k
+            decode = runner.forward([Chunk(seq, [int(rows[seq][-1].argmax())], len(prompts[seq])) for seq in order])
+            return rows, {seq: decode[i].copy() for i, seq in enumerate(order)}
+        finally:
+            runner.close()
+
+    try:
+        in_order, in_order_next = run([0, 1, 2])
+        shuffled, shuffled_next = run([2, 0, 1])
+        for seq in range(3):
+            np.testing.assert_allclose(shuffled[seq], in_order[seq], atol=1e-4)
+            np.testing.assert_allclose(shuffled_next[seq], in_order_next[seq], atol=1e-4)
+        assert in_order[1].shape[0] == len(prompts[1])
+    finally:
+        model.close()

@@ -277,6 +277,22 @@ class LlamaCppRunner:
         self._batch = batch
 
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
+        # With a KV stream per sequence, llama.cpp splits a batch whose sequences are not in
+        # stream order into more micro-batches: measured here, 8 decoding sequences in arrival
+        # order took 40 ms a step against 27 ms in slot order. So the batch goes in slot order
+        # and the logit rows come back in the caller's order.
+        order = sorted(range(len(chunks)), key=lambda i: chunks[i].seq_id)
+        if order == list(range(len(chunks))):
+            return self._forward(chunks)
+        logits = self._forward([chunks[i] for i in order])
+        rows, start = [None] * len(chunks), 0
+        for i in order:
+            k = len(chunks[i].token_ids) if chunks[i].all_logits else int(chunks[i].want_logits)
+            rows[i] = range(start, start + k)
+            start += k
+        return logits[[r for i in range(len(chunks)) for r in rows[i]]]
+
+    def _forward(self, chunks: list[Chunk]) -> np.ndarray:
         n = 0
         n_out = 0
         for chunk in chunks:
