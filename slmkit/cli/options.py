@@ -35,7 +35,7 @@ JsonSchema = Annotated[Optional[str], typer.Option("--json-schema", help="FILE w
 Regex = Annotated[Optional[str], typer.Option("--regex", help="The answer matches this regular expression.", rich_help_panel=_F)]
 Grammar = Annotated[Optional[str], typer.Option("--grammar", help="FILE with a Lark or GBNF grammar the answer follows.", rich_help_panel=_F)]
 ContextLength = Annotated[Optional[int], typer.Option(help="KV cache size in tokens (default: model's, max 8192).", rich_help_panel=_M)]
-Backend = Annotated[str, typer.Option(help="Engine: auto (llama.cpp for GGUF, ONNX Runtime GenAI for ONNX folders, torch for HF folders it implements, transformers for other HF folders), llamacpp, ortgenai, torch, transformers (slmkit[transformers]) or vllm (CUDA nodes, slmkit[vllm]).", rich_help_panel=_M)]
+Backend = Annotated[str, typer.Option(help="Engine: auto (llama.cpp for GGUF, ONNX Runtime GenAI for ONNX folders, OpenVINO for OpenVINO folders, torch for HF folders it implements, transformers for other HF folders), llamacpp, ortgenai, openvino (slmkit[openvino]), torch, transformers (slmkit[transformers]) or vllm (CUDA nodes, slmkit[vllm]).", rich_help_panel=_M)]
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help="transformers engine: run the model code a local HF folder brings (config.json auto_map, e.g. Phi-3-small's). Read it first.", rich_help_panel=_M)]
 Dtype = Annotated[str, typer.Option(help="torch engine weights: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.", rich_help_panel=_M)]
 Quantize = Annotated[str, typer.Option(help="torch engine weights: none, or int8 (weight-only, per channel; computes in bfloat16 unless --dtype says otherwise).", rich_help_panel=_M)]
