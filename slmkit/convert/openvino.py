@@ -94,7 +94,10 @@ class OpenVINOConverter:
                     progress(what, done)
 
         cmd = [str(venv / "bin" / "python"), "-m", "optimum.commands.optimum_cli", "export", "openvino",
-               "-m", str(prepared), "--task", "text-generation-with-past", "--weight-format", precision, str(output)]
+               "-m", str(prepared), "--task", "text-generation-with-past", "--weight-format", precision]
+        if precision == "int4":
+            cmd += ["--group-size", str(int4_group_size(source.config))]
+        cmd.append(str(output))
         # Nothing of our environment may leak into the exporter's (our transformers on a PYTHONPATH),
         # and it must not reach for the hub: the source is a local folder.
         env = {"PYTHONPATH": "", "PYTHONNOUSERSITE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -117,6 +120,17 @@ class OpenVINOConverter:
         notes = {"converter": f"optimum-cli export openvino (optimum-intel 2.2.0, openvino {OPENVINO_VERSION}) "
                               f"--weight-format {precision}"}
         return ConvertedModel(output.name, "openvino", self.engine, precision, notes)
+
+
+def int4_group_size(config: dict) -> int:
+    """NNCF's int4 groups split every matrix's input channels evenly or the export fails
+    (SmolLM2's 576-wide hidden state with optimum's default 128): the largest group that fits
+    every width, else per-channel (-1)."""
+    widths = [int(config.get(key) or 0) for key in ("hidden_size", "intermediate_size")]
+    heads, head_dim = config.get("num_attention_heads"), config.get("head_dim")
+    if heads and head_dim:
+        widths.append(int(heads) * int(head_dim))
+    return next((group for group in (128, 64, 32) if all(w % group == 0 for w in widths if w)), -1)
 
 
 def check_export(output: Path) -> None:
