@@ -91,7 +91,8 @@ def test_our_runner_gives_openvino_genais_own_greedy_ids(store, checkpoints):
 
 
 def test_runner_rewinds_copies_prefixes_and_scores_every_position(store, checkpoints):
-    """truncate cuts the KV states, copy_prefix copies them (no re-run), all_logits scores every position."""
+    """truncate cuts the KV states, copy_prefix copies them (no re-run), all_logits scores every
+    position, decode tokens of several sequences run as one batch."""
     model = converted(store, checkpoints, "phi3", "fp32")
     with open_llm(model.path) as ov, open_llm(checkpoints["phi3"], backend="torch") as reference:
         runner, ours = ov.runner, reference.runner
@@ -111,10 +112,16 @@ def test_runner_rewinds_copies_prefixes_and_scores_every_position(store, checkpo
         assert runner.sequence_length(1) == 0 and runner.used_cells() == 7
         fresh = runner.forward([Chunk(1, ids[:4], 0)])  # a freed sequence starts from an empty state
         np.testing.assert_allclose(fresh[0], expected[3], atol=2e-4, rtol=1e-4)
+        # Two decode tokens of different lengths (7 and 4) in one batched infer: left-padded states.
+        together = runner.forward([Chunk(0, ids[7:8], 7), Chunk(1, ids[4:5], 4)])
+        assert runner._batch is not None  # the batched path ran
+        np.testing.assert_allclose(together, expected[[7, 4]], atol=2e-4, rtol=1e-4)
+        after = runner.forward([Chunk(1, ids[5:6], 5)])  # the cut-back state carries on alone
+        np.testing.assert_allclose(after[0], expected[5], atol=2e-4, rtol=1e-4)
 
 
 def test_engines_batch_openvino_sequences_like_alone(store, checkpoints):
-    """Continuous batching over one InferRequest per sequence: four requests together equal each alone."""
+    """Continuous batching (decode steps batched in one infer): four requests together equal each alone."""
     from engine_helpers import collect_tokens
 
     model = converted(store, checkpoints, "llama", "fp32")

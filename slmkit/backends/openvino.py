@@ -7,11 +7,13 @@ ids and return tokens, so sampling, stop strings and grammars would be theirs, n
 logits never reach us. The IR itself exposes them: inputs ``input_ids``, ``attention_mask``,
 ``position_ids``, ``beam_idx``, output ``logits`` ``[batch, tokens, vocab]`` (every position), and the
 KV cache as variable states ``[batch, kv_heads, positions, head_dim]`` that ``query_state()``
-reads and ``set_state`` replaces. So one ``InferRequest`` per sequence (one compiled model shared):
-a chunk is one ``infer``; ``truncate`` cuts every state to its first positions; ``copy_prefix``
-copies the source's cut states into the target (no recompute). Sequences of a step run one
-after another, as with ORT GenAI: continuous batching works, a step costs the sum of its
-sequences. `benchmarks/engines.py` measures it.
+reads and replaces. So one ``InferRequest`` per sequence (one compiled model shared): a prompt
+chunk is one ``infer``; ``truncate`` cuts every state to its first positions; ``copy_prefix``
+copies the source's cut states into the target (no recompute). The decode tokens of a step run
+together in one batched ``infer``: their states left-padded into one batch state (masked by
+``attention_mask``, each row at its own ``position_ids``), then cut back into each sequence's
+request, while copying the KV costs less than reading the weights once more per sequence.
+`benchmarks/engines.py` measures it against OpenVINO GenAI's ContinuousBatchingPipeline.
 
 Precision: OpenVINO's CPU plugin runs float math in bf16 and keeps the KV cache in f16 by
 default on CPUs with bf16 support (this machine); we compile with f32 for both, so an fp32
@@ -97,13 +99,14 @@ class OpenVINOModel:
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"OpenVINO cannot compile {self.path / MODEL_XML}: {exc}") from exc
         self.load_seconds = time.perf_counter() - started
+        self.weight_bytes = weight_bytes(self.path)
         self.tokenizer = HFTokenizer(self.path)
         precision = str(facts.get("precision", "ir"))
         model_type = str(config.get("model_type", "unknown"))
         self.info = ModelInfo(
             path=self.path, architecture=model_type,
             description=f"{model_type} OpenVINO {precision} on cpu (OpenVINO {ov.__version__})",
-            parameters=int(facts.get("parameters", 0)), size_bytes=weight_bytes(self.path), file_type=precision,
+            parameters=int(facts.get("parameters", 0)), size_bytes=self.weight_bytes, file_type=precision,
             context_length=int(config.get("max_position_embeddings") or 4096),
             chat_template=self.tokenizer.chat_template,
             metadata={"backend": "openvino", "model_type": model_type},
@@ -141,6 +144,8 @@ class OpenVINORunner:
         self._requests: dict[int, object] = {}
         self._tokens: list[list[int]] = [[] for _ in range(max_sequences)]
         self._beam = np.zeros(1, dtype=np.int32)
+        self._batch = None  # the InferRequest that decodes several sequences together
+        self._kv_bytes_per_token: int | None = None
 
     def _request(self, seq_id: int):
         request = self._requests.get(seq_id)
@@ -151,27 +156,82 @@ class OpenVINORunner:
     # -- Runner protocol ------------------------------------------------------------------
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
         check_chunks(self, chunks, self._tokens)
-        rows = []
-        for chunk in chunks:
-            request = self._request(chunk.seq_id)
-            start, k = chunk.start_pos, len(chunk.token_ids)
-            inputs = {"input_ids": np.asarray(chunk.token_ids, dtype=np.int64).reshape(1, k),
-                      "attention_mask": np.ones((1, start + k), dtype=np.int64), "beam_idx": self._beam}
-            if self.model.has_position_ids:
-                inputs["position_ids"] = np.arange(start, start + k, dtype=np.int64).reshape(1, k)
-            try:
-                request.infer(inputs)
-            except Exception as exc:  # noqa: BLE001 - OpenVINO's RuntimeError carries the reason
-                raise SlmkitError(f"OpenVINO failed on sequence {chunk.seq_id}: {exc}") from exc
-            self._tokens[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
-            logits = request.get_tensor("logits").data
-            if chunk.all_logits:
-                rows.append(np.array(logits[0], dtype=np.float32))
-            elif chunk.want_logits:
-                rows.append(np.array(logits[0, -1:], dtype=np.float32))
+        together = [i for i, c in enumerate(chunks) if len(c.token_ids) == 1 and not c.all_logits
+                    and self._tokens[c.seq_id]]
+        if len(together) < 2 or not self._worth_batching([chunks[i] for i in together]):
+            together = []
+        rows: dict[int, np.ndarray] = {}
+        for i, chunk in enumerate(chunks):
+            if i not in together:
+                self._run_alone(chunk, rows, i)
+        if together:
+            logits = self._decode_together([chunks[i] for i in together])
+            rows.update((i, logits[n : n + 1]) for n, i in enumerate(together) if chunks[i].want_logits)
         if not rows:
             return np.empty((0, self.vocab_size), dtype=np.float32)
-        return np.concatenate(rows)
+        return np.concatenate([rows[i] for i in sorted(rows)])
+
+    def _run_alone(self, chunk: Chunk, rows: dict[int, np.ndarray], index: int) -> None:
+        request = self._request(chunk.seq_id)
+        start, k = chunk.start_pos, len(chunk.token_ids)
+        inputs = {"input_ids": np.asarray(chunk.token_ids, dtype=np.int64).reshape(1, k),
+                  "attention_mask": np.ones((1, start + k), dtype=np.int64), "beam_idx": self._beam}
+        if self.model.has_position_ids:
+            inputs["position_ids"] = np.arange(start, start + k, dtype=np.int64).reshape(1, k)
+        self._infer(request, inputs, f"sequence {chunk.seq_id}")
+        self._tokens[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
+        logits = request.get_tensor("logits").data
+        if chunk.all_logits:
+            rows[index] = np.array(logits[0], dtype=np.float32)
+        elif chunk.want_logits:
+            rows[index] = np.array(logits[0, -1:], dtype=np.float32)
+
+    def _worth_batching(self, chunks: list[Chunk]) -> bool:
+        """Batching reads the weights once for all rows instead of once per row, but packs every
+        row's KV into one padded batch state and unpacks it again (about three copies of it)."""
+        if self._kv_bytes_per_token is None:
+            held = self._requests[chunks[0].seq_id].query_state()
+            self._kv_bytes_per_token = sum(s.state.data[0, :, 0].nbytes for s in held)
+        copied = 3 * self._kv_bytes_per_token * sum(len(self._tokens[c.seq_id]) for c in chunks)
+        return copied < (len(chunks) - 1) * self.model.weight_bytes
+
+    def _decode_together(self, chunks: list[Chunk]) -> np.ndarray:
+        """One decode token for each sequence in one ``infer`` of batch ``len(chunks)``: their KV
+        states left-padded to the longest (masked by ``attention_mask``), each row at its own
+        position; the grown states are cut back into each sequence's own request."""
+        lengths = [len(self._tokens[c.seq_id]) for c in chunks]
+        longest, batch_size = max(lengths), len(chunks)
+        held = [{state.name: state.state for state in self._requests[c.seq_id].query_state()} for c in chunks]
+        if self._batch is None:
+            self._batch = self.model.compiled.create_infer_request()
+        for state in self._batch.query_state():
+            first = held[0][state.name].data
+            packed = np.zeros((batch_size, first.shape[1], longest, first.shape[3]), dtype=first.dtype)
+            for row, (states, n) in enumerate(zip(held, lengths)):
+                packed[row, :, longest - n :] = states[state.name].data[0]
+            state.state = self._ov.Tensor(packed)
+        mask = np.zeros((batch_size, longest + 1), dtype=np.int64)
+        for row, n in enumerate(lengths):
+            mask[row, longest - n :] = 1
+        inputs = {"input_ids": np.asarray([[c.token_ids[0]] for c in chunks], dtype=np.int64),
+                  "attention_mask": mask, "beam_idx": np.arange(batch_size, dtype=np.int32)}
+        if self.model.has_position_ids:
+            inputs["position_ids"] = np.asarray([[n] for n in lengths], dtype=np.int64)
+        self._infer(self._batch, inputs, f"sequences {[c.seq_id for c in chunks]}")
+        logits = np.array(self._batch.get_tensor("logits").data[:, -1], dtype=np.float32)
+        grown = {state.name: state.state.data for state in self._batch.query_state()}
+        for row, (chunk, n) in enumerate(zip(chunks, lengths)):
+            for state in self._requests[chunk.seq_id].query_state():
+                state.state = self._ov.Tensor(np.ascontiguousarray(grown[state.name][row : row + 1, :, longest - n :]))
+            self._tokens[chunk.seq_id].append(int(chunk.token_ids[0]))
+        return logits
+
+    @staticmethod
+    def _infer(request, inputs: dict, what: str) -> None:
+        try:
+            request.infer(inputs)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO's RuntimeError carries the reason
+            raise SlmkitError(f"OpenVINO failed on {what}: {exc}") from exc
 
     def truncate(self, seq_id: int, length: int) -> None:
         length = max(0, length)
@@ -213,6 +273,7 @@ class OpenVINORunner:
 
     def close(self) -> None:
         self._requests.clear()
+        self._batch = None
 
     def _cut(self, kv: np.ndarray, length: int, seq_id: int):
         if kv.ndim != 4 or kv.shape[_SEQUENCE_AXIS] != len(self._tokens[seq_id]):
