@@ -190,3 +190,20 @@ def test_a_folder_that_is_not_a_stateful_decoder(tmp_path):
     ov.save_model(ov.Model([ov.opset13.relu(x)], [x], "not-a-decoder"), str(tmp_path / "openvino_model.xml"))
     with pytest.raises(ModelLoadError, match="not a stateful decoder export"):
         OpenVINOModel(tmp_path)
+
+
+def test_the_exporter_runs_in_its_own_environment():
+    """optimum-intel's venv: its transformers (<5.6, not ours), exactly our torch build (CPU), and no
+    torchvision (PyPI's is a CUDA build that breaks transformers' import next to a CPU torch)."""
+    import importlib.metadata
+    import subprocess
+
+    from slmkit.convert.openvino import EXPORTER
+
+    python = EXPORTER.ensure(progress=False) / "bin" / "python"
+    probe = ("import importlib.metadata as m, importlib.util as u, json; print(json.dumps("
+             "[m.version('transformers'), m.version('torch'), m.version('optimum-intel'), u.find_spec('torchvision') is None]))")
+    done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    transformers, torch_version, optimum_intel, no_torchvision = json.loads(done.stdout)
+    assert transformers == "5.5.4" != importlib.metadata.version("transformers")
+    assert torch_version == importlib.metadata.version("torch") and optimum_intel == "2.2.0" and no_torchvision

@@ -82,9 +82,12 @@ class OpenVINOConverter:
             raise InvalidParameterError("src", f"{source.folder.name} ({source.architecture}): {_REFUSED[architecture]}")
         if architecture not in ARCHITECTURES:
             raise unsupported_architecture(source, "OpenVINO (optimum-intel)", ARCHITECTURES)
+        # The exporter's venv is made here, before the conversion's progress bar starts: its
+        # install has a bar of its own, and one terminal shows one live bar at a time.
+        EXPORTER.ensure(progress=self._progress)
 
     def convert(self, source: HFSource, scratch: Path, precision: str, progress: ProgressFn) -> ConvertedModel:
-        venv = EXPORTER.ensure(progress=self._progress)
+        venv = EXPORTER.ensure(progress=self._progress)  # made by check(); a no-op here
         prepared = linked_copy(source, scratch / "input.partial", source.config)
         output = scratch / precision
 
