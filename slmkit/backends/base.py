@@ -13,7 +13,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from slmkit import limits
-from slmkit.errors import InvalidParameterError
+from slmkit.errors import ContextLengthError, InvalidParameterError, SlmkitError
 
 
 @dataclass
@@ -142,6 +142,30 @@ def check_runner_options(*, context_length: int | None, threads: int | None, max
         raise InvalidParameterError("max_sequences", f"must be an integer from 1 to {limits.MAX_SEQUENCES}, "
                                     f"got {max_sequences!r}")
     return context
+
+
+def check_chunks(runner: Runner, chunks: Sequence[Chunk], held: Sequence[Sequence[int]]) -> None:
+    """Refuse a step a runner cannot run, before any of it runs; ``held[seq_id]``: the tokens a
+    sequence holds (a chunk must start where they end)."""
+    total = 0
+    for chunk in chunks:
+        k = len(chunk.token_ids)
+        if not 0 <= chunk.seq_id < runner.max_sequences:
+            raise InvalidParameterError("seq_id", f"sequence {chunk.seq_id} is outside 0..{runner.max_sequences - 1}")
+        if k == 0:
+            raise InvalidParameterError("chunk", f"empty chunk for sequence {chunk.seq_id}")
+        total += k
+        if total > runner.max_batch_tokens:
+            raise InvalidParameterError(
+                "chunk", f"batch of {total} tokens exceeds max_batch_tokens={runner.max_batch_tokens}")
+        if chunk.start_pos != len(held[chunk.seq_id]):
+            raise SlmkitError(f"sequence {chunk.seq_id} holds {len(held[chunk.seq_id])} tokens, "
+                              f"chunk starts at {chunk.start_pos}")
+        if chunk.start_pos + k > runner.context_length:
+            raise ContextLengthError(f"sequence {chunk.seq_id} would reach {chunk.start_pos + k} tokens; "
+                                     f"the context holds {runner.context_length}")
+        if min(chunk.token_ids) < 0 or max(chunk.token_ids) >= runner.vocab_size:
+            raise InvalidParameterError("token_ids", f"a token id is outside the vocabulary (0..{runner.vocab_size - 1})")
 
 
 class OneSlot:

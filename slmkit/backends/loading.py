@@ -1,11 +1,12 @@
 """Pick the engine for a model file or folder and load it.
 
 ``auto``: llama.cpp for a GGUF file, ONNX Runtime GenAI for a folder with ``genai_config.json``
-(what `slm convert --to onnx` writes), MLX for a folder mlx-lm wrote (`slm convert --to mlx`),
-torch for a Hugging Face folder of an architecture we implement, transformers for any other
-Hugging Face folder (or one that brings its own code); ``mlx`` also runs a Hugging Face folder of
-a model type mlx-lm has. ``torch`` also runs a GGUF (dequantized into our own model); llama.cpp
-cannot read a folder, torch cannot read ONNX.
+(what `slm convert --to onnx` writes), OpenVINO for one with ``openvino_model.xml`` (`--to
+openvino`), MLX for a folder mlx-lm wrote (`slm convert --to mlx`), torch for a Hugging Face
+folder of an architecture we implement, transformers for any other Hugging Face folder (or one
+that brings its own code); ``mlx`` also runs a Hugging Face folder of a model type mlx-lm has.
+``torch`` also runs a GGUF (dequantized into our own model); llama.cpp cannot read a folder,
+torch cannot read ONNX.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from pathlib import Path
 
 from slmkit.errors import BackendUnavailableError, InvalidParameterError
 
-BACKENDS = ("auto", "llamacpp", "torch", "ortgenai", "transformers", "mlx", "vllm")
+BACKENDS = ("auto", "llamacpp", "torch", "ortgenai", "openvino", "transformers", "mlx", "vllm")
 
 
 # engine -> (the Python module it needs, the slmkit extra that installs it)
 ENGINE_NEEDS = {"llamacpp": ("llama_cpp", None), "torch": ("torch", "torch"), "ortgenai": ("onnxruntime_genai", "onnx"),
-                "transformers": ("transformers", "transformers"), "mlx": ("mlx_lm", "mlx")}
+                "openvino": ("openvino", "openvino"), "transformers": ("transformers", "transformers"),
+                "mlx": ("mlx_lm", "mlx")}
 
 # model_type values our own torch engine implements (slmkit/models/registry.py ARCHITECTURES,
 # named here so choosing an engine needs no torch import)
@@ -52,10 +54,13 @@ def engine_support(path: Path) -> list[EngineSupport]:
 def engines_for(path: Path) -> list[str]:
     """The engines that can run this file or folder, the first being what ``auto`` picks."""
     from slmkit.backends.mlx import is_mlx_folder, mlx_runs_model_type
+    from slmkit.backends.openvino import is_openvino_folder
     from slmkit.backends.ortgenai import is_ortgenai_folder
 
     if is_ortgenai_folder(path):
         return ["ortgenai"]
+    if is_openvino_folder(path):
+        return ["openvino"]
     if is_mlx_folder(path):
         return ["mlx"]
     if path.is_dir():
@@ -89,7 +94,7 @@ class BackendOptions:
     backend: str = "auto"
     dtype: str = "auto"  # torch only: auto, float32, bfloat16, float16
     device: str = "auto"  # torch only: auto, cpu, cuda, cuda:1
-    threads: int | None = None  # ortgenai fixes them when the model loads (the others per runner)
+    threads: int | None = None  # ortgenai and openvino fix them when the model loads (the others per runner)
     quantize: str = "none"  # torch only: none, int8 (weight-only)
     trust_remote_code: bool = False  # transformers only: run the code a local folder brings (auto_map)
 
@@ -106,7 +111,8 @@ class BackendOptions:
         if self.backend == "auto":
             return engines[0]
         if self.backend not in engines:
-            kind = {"ortgenai": "an ONNX Runtime GenAI folder", "torch": "a Hugging Face folder", "mlx": "an MLX folder",
+            kind = {"ortgenai": "an ONNX Runtime GenAI folder", "openvino": "an OpenVINO folder",
+                    "torch": "a Hugging Face folder", "mlx": "an MLX folder",
                     "transformers": "a Hugging Face folder our torch engine has no model for",
                     "llamacpp": "a GGUF file"}[engines[0]]
             raise InvalidParameterError(
@@ -116,7 +122,8 @@ class BackendOptions:
 
 
 def load_model(path: str | Path, options: BackendOptions | None = None, *, progress: bool = False):
-    """A `LlamaCppModel`, `TorchModel`, `OrtGenAIModel`, `TransformersModel` or `MLXModel`: each has ``info``, ``tokenizer``,
+    """A `LlamaCppModel`, `TorchModel`, `OrtGenAIModel`, `OpenVINOModel`, `TransformersModel` or `MLXModel`:
+    each has ``info``, ``tokenizer``,
     ``create_runner``."""
     path = Path(path)
     options = options or BackendOptions()
@@ -132,6 +139,10 @@ def load_model(path: str | Path, options: BackendOptions | None = None, *, progr
         from slmkit.backends.ortgenai import OrtGenAIModel
 
         return OrtGenAIModel(path, threads=options.threads)
+    if backend == "openvino":
+        from slmkit.backends.openvino import OpenVINOModel
+
+        return OpenVINOModel(path, threads=options.threads)
     if backend == "transformers":
         from slmkit.backends.transformers import TransformersModel
 

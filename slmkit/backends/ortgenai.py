@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slmkit.backends.base import Chunk
+from slmkit.backends.base import Chunk, check_chunks
 from slmkit.backends.llamacpp import ModelInfo, default_threads
-from slmkit.errors import BackendUnavailableError, ContextLengthError, InvalidParameterError, ModelLoadError, SlmkitError
+from slmkit.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError, SlmkitError
 
 GENAI_CONFIG = "genai_config.json"
 
@@ -137,7 +137,7 @@ class OrtGenAIRunner:
 
     # -- Runner protocol ------------------------------------------------------------------
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
-        self._check(chunks)
+        check_chunks(self, chunks, self._tokens)
         rows = []
         for chunk in chunks:
             gen = self._generator(chunk.seq_id)
@@ -187,24 +187,3 @@ class OrtGenAIRunner:
 
     def close(self) -> None:
         self._generators.clear()
-
-    def _check(self, chunks: list[Chunk]) -> None:
-        total = 0
-        for chunk in chunks:
-            k = len(chunk.token_ids)
-            if not 0 <= chunk.seq_id < self.max_sequences:
-                raise InvalidParameterError("seq_id", f"sequence {chunk.seq_id} is outside 0..{self.max_sequences - 1}")
-            if k == 0:
-                raise InvalidParameterError("chunk", f"empty chunk for sequence {chunk.seq_id}")
-            total += k
-            if total > self.max_batch_tokens:
-                raise InvalidParameterError(
-                    "chunk", f"batch of {total} tokens exceeds max_batch_tokens={self.max_batch_tokens}")
-            if chunk.start_pos != len(self._tokens[chunk.seq_id]):
-                raise SlmkitError(f"sequence {chunk.seq_id} holds {len(self._tokens[chunk.seq_id])} tokens, "
-                                  f"chunk starts at {chunk.start_pos}")
-            if chunk.start_pos + k > self.context_length:
-                raise ContextLengthError(f"sequence {chunk.seq_id} would reach {chunk.start_pos + k} tokens; "
-                                         f"the context holds {self.context_length}")
-            if min(chunk.token_ids) < 0 or max(chunk.token_ids) >= self.vocab_size:
-                raise InvalidParameterError("token_ids", f"a token id is outside the vocabulary (0..{self.vocab_size - 1})")

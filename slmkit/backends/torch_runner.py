@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from slmkit.backends.base import Chunk, EmbeddingSpan, spans_within
+from slmkit.backends.base import Chunk, EmbeddingSpan, check_chunks, spans_within
 from slmkit.backends.threads import ThreadGovernor
-from slmkit.errors import ContextLengthError, InvalidParameterError, SlmkitError
+from slmkit.errors import InvalidParameterError, SlmkitError
 from slmkit.models.cache import ForwardBatch, KVCache
 from slmkit.models.llama import CausalLM
 
@@ -54,7 +54,7 @@ class TorchRunner:
 
     # -- Runner protocol ------------------------------------------------------------------
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
-        self._check(chunks)
+        check_chunks(self, chunks, self._tokens)
         if self._governor is None:
             return self._forward(chunks)
         wanted = self._governor.threads()
@@ -112,25 +112,6 @@ class TorchRunner:
         self.cache = None
 
     # -- internals ------------------------------------------------------------------------
-    def _check(self, chunks: list[Chunk]) -> None:
-        total = 0
-        for chunk in chunks:
-            k = len(chunk.token_ids)
-            if k == 0:
-                raise InvalidParameterError("chunk", f"empty chunk for sequence {chunk.seq_id}")
-            total += k
-            if total > self.max_batch_tokens:
-                raise InvalidParameterError(
-                    "chunk", f"batch of {total} tokens exceeds max_batch_tokens={self.max_batch_tokens}")
-            if chunk.start_pos != len(self._tokens[chunk.seq_id]):
-                raise SlmkitError(f"sequence {chunk.seq_id} holds {len(self._tokens[chunk.seq_id])} tokens, "
-                                  f"chunk starts at {chunk.start_pos}")
-            if chunk.start_pos + k > self.context_length:
-                raise ContextLengthError(f"sequence {chunk.seq_id} would reach {chunk.start_pos + k} tokens; "
-                                         f"the context holds {self.context_length}")
-            if min(chunk.token_ids) < 0 or max(chunk.token_ids) >= self.vocab_size:
-                raise InvalidParameterError("token_ids", f"a token id is outside the vocabulary "
-                                                         f"(0..{self.vocab_size - 1})")
 
     def _match_rope_regime(self, seq_id: int, end: int) -> None:
         """Recompute a sequence's cached keys when it crosses the longrope switch point (either way)."""

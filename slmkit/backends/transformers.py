@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from slmkit.backends.base import Chunk, check_runner_options
+from slmkit.backends.base import Chunk, check_chunks, check_runner_options
 from slmkit.backends.llamacpp import ModelInfo
-from slmkit.errors import (BackendUnavailableError, ContextLengthError, InvalidParameterError, ModelLoadError,
-                           SlmkitError)
+from slmkit.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError, SlmkitError
 
 EXTRA = "transformers"
 
@@ -267,25 +266,7 @@ class TransformersRunner:
                 self._tokens[seq_id].extend(piece)
 
     def _check(self, chunks: list[Chunk]) -> None:
-        total = 0
-        for chunk in chunks:
-            k = len(chunk.token_ids)
-            if not 0 <= chunk.seq_id < self.max_sequences:
-                raise InvalidParameterError("seq_id", f"sequence {chunk.seq_id} is outside 0..{self.max_sequences - 1}")
-            if k == 0:
-                raise InvalidParameterError("chunk", f"empty chunk for sequence {chunk.seq_id}")
-            if chunk.embeddings:
-                raise InvalidParameterError("images", "the transformers engine runs text models only; "
-                                                      "run a vision model with --backend torch")
-            total += k
-            if total > self.max_batch_tokens:
-                raise InvalidParameterError(
-                    "chunk", f"batch of {total} tokens exceeds max_batch_tokens={self.max_batch_tokens}")
-            if chunk.start_pos != len(self._tokens[chunk.seq_id]):
-                raise SlmkitError(f"sequence {chunk.seq_id} holds {len(self._tokens[chunk.seq_id])} tokens, "
-                                  f"chunk starts at {chunk.start_pos}")
-            if chunk.start_pos + k > self.context_length:
-                raise ContextLengthError(f"sequence {chunk.seq_id} would reach {chunk.start_pos + k} tokens; "
-                                         f"the context holds {self.context_length}")
-            if min(chunk.token_ids) < 0 or max(chunk.token_ids) >= self.vocab_size:
-                raise InvalidParameterError("token_ids", f"a token id is outside the vocabulary (0..{self.vocab_size - 1})")
+        if any(chunk.embeddings for chunk in chunks):
+            raise InvalidParameterError("images", "the transformers engine runs text models only; "
+                                                  "run a vision model with --backend torch")
+        check_chunks(self, chunks, self._tokens)

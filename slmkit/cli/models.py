@@ -203,13 +203,14 @@ def quantize(
 @app.command()
 def convert(
     src: Annotated[str, typer.Argument(help="A store name of a Hugging Face model, or a Hugging Face folder.")],
-    to: Annotated[str, typer.Option("--to", help="Target format: gguf (llama.cpp), onnx (ONNX Runtime GenAI) or mlx (mlx-lm).")],
+    to: Annotated[str, typer.Option("--to", help="Target format: gguf (llama.cpp), onnx (ONNX Runtime GenAI), "
+                                                              "openvino (OpenVINO) or mlx (mlx-lm).")],
     precision: Annotated[str, typer.Option("--precision", help="fp32, fp16, int8 or int4; GGUF also takes llama.cpp "
                                                              "types (q4_k_m, q5_k_m, q6_k, ...).")] = "int4",
     name: Annotated[Optional[str], typer.Option("--name", help="Store name of the result "
                                                              "(default: SRC-FORMAT-PRECISION).")] = None,
 ):
-    """Convert a Hugging Face checkpoint to GGUF, ONNX or MLX; the result is a new model in the store."""
+    """Convert a Hugging Face checkpoint to GGUF, ONNX, OpenVINO or MLX; the result is a new model in the store."""
     from slmkit.store.convert import convert_into_store
 
     manifest = convert_into_store(ModelStore(), src, to, precision, name=name)

@@ -1,5 +1,5 @@
-"""The converter registry: one `Converter` per target format (``gguf``, ``onnx``; ``openvino`` and
-``mlx`` slot in the same way), each saying which architectures and precisions it takes.
+"""The converter registry: one `Converter` per target format (``gguf``, ``onnx``, ``openvino``;
+``mlx`` slots in the same way), each saying which architectures and precisions it takes.
 
 `slm convert` only resolves the source, asks the registry, and lets the store keep the result;
 a converter writes its files into a scratch folder it is given and knows nothing of the store.
@@ -34,8 +34,8 @@ class ConvertedModel:
     """What a converter wrote into its scratch folder."""
 
     variant: str  # file or folder name inside the scratch folder that the manifest points at
-    format: str  # manifest format: gguf | onnx
-    engine: str  # the backend that runs it: llamacpp | ortgenai
+    format: str  # manifest format: gguf | onnx | openvino
+    engine: str  # the backend that runs it: llamacpp | ortgenai | openvino
     precision: str  # as written, e.g. q4_k_m, int4
     notes: dict
 
@@ -84,10 +84,12 @@ def _load_builtin() -> None:
     from slmkit.convert.gguf import GGUFConverter
     from slmkit.convert.mlx import MLXConverter
     from slmkit.convert.onnx import OnnxConverter
+    from slmkit.convert.openvino import OpenVINOConverter
 
     register("gguf", GGUFConverter)
     register("onnx", OnnxConverter)
     register("mlx", MLXConverter)
+    register("openvino", OpenVINOConverter)
 
 
 def unsupported_architecture(source: HFSource, format_name: str, supported: frozenset[str]) -> InvalidParameterError:

@@ -125,14 +125,35 @@ def read_onnx_summary(folder: str | Path) -> GGUFSummary:
     )
 
 
+def read_openvino_summary(folder: str | Path) -> GGUFSummary:
+    """The same facts for an OpenVINO folder, from config.json and what `slm convert` recorded."""
+    from slmkit.backends.openvino import read_facts, weight_bytes
+    from slmkit.text.hf_tokenizer import HFTokenizer
+
+    folder = Path(folder)
+    config, facts = read_facts(folder)
+    try:
+        template = HFTokenizer(folder).chat_template
+    except Exception:  # noqa: BLE001 - show what we can even if the tokenizer is broken
+        template = None
+    return GGUFSummary(
+        path=folder, architecture=str(config.get("model_type", "unknown")), name=str(facts.get("architecture", "")),
+        parameters=int(facts.get("parameters", 0)), file_type=f"openvino {facts.get('precision', '?')}",
+        context_length=config.get("max_position_embeddings"), chat_template=template, license=None,
+        size_bytes=weight_bytes(folder),
+    )
+
+
 def read_summary(path: str | Path) -> GGUFSummary:
-    """Header facts of any stored model: GGUF file, ONNX Runtime GenAI folder or HF folder."""
+    """Header facts of any stored model: GGUF file, ONNX Runtime GenAI, OpenVINO, MLX or HF folder."""
     from slmkit.backends.mlx import is_mlx_folder
 
     path = Path(path)
     if path.is_dir():
         if (path / "genai_config.json").is_file():
             return read_onnx_summary(path)
+        if (path / "openvino_model.xml").is_file():
+            return read_openvino_summary(path)
         return read_mlx_summary(path) if is_mlx_folder(path) else read_hf_summary(path)
     return read_gguf_summary(path)
 

@@ -58,7 +58,8 @@ class HFTokenizer:
             self._tok = FastTokenizer.from_file(str(path))
         except Exception as exc:  # noqa: BLE001 - the Rust side raises a bare Exception
             raise ModelLoadError(f"cannot read {path}: {exc}") from exc
-        spec = _read_json(path)
+        self.tokenizer_json = path.read_text(encoding="utf-8")  # llguidance builds its own tokenizer from it
+        spec = json.loads(self.tokenizer_json)
         config = _read_json(folder / "tokenizer_config.json")
         generation = _read_json(folder / "generation_config.json")
         self.chat_template = self._chat_template(folder, config)
