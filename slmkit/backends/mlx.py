@@ -19,7 +19,9 @@ each forward group needs, and re-prefills a sequence whose regime changes (as tr
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import time
 from pathlib import Path
 
@@ -28,6 +30,7 @@ import numpy as np
 from slmkit.backends.base import Chunk
 from slmkit.backends.mlx_batch import DecodeBatch
 from slmkit.backends.llamacpp import ModelInfo
+from slmkit.convert.prepared import both_rope_key_styles
 from slmkit.errors import BackendUnavailableError, ContextLengthError, InvalidParameterError, ModelLoadError, SlmkitError
 
 
@@ -57,6 +60,35 @@ def is_mlx_folder(path: Path) -> bool:
     return False
 
 
+def mlx_model_config(config: dict) -> dict:
+    """The config mlx-lm's models read correctly: both rope key styles; no ``rope_scaling`` for
+    plain RoPE (mlx-lm's phi3 warns about a ``default`` type and ignores it anyway)."""
+    config = both_rope_key_styles(config)
+    if (config.get("rope_scaling") or {}).get("type") == "default":
+        config["rope_scaling"] = None
+    return config
+
+
+def mlx_lm_models() -> Path:
+    spec = importlib.util.find_spec("mlx_lm")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailableError("the mlx engine needs mlx-lm: pip install 'slmkit[mlx]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+def mlx_lm_model_types() -> frozenset[str]:
+    """The ``model_type`` values the installed mlx-lm has a model for: its ``models/*.py`` and the
+    aliases of its ``MODEL_REMAPPING`` (read from its files, not imported: importing mlx-lm loads
+    transformers)."""
+    models = mlx_lm_models()
+    types = {p.stem for p in models.glob("*.py") if not p.stem.startswith("_")}
+    utils = (models.parent / "utils.py").read_text(encoding="utf-8")
+    remapping = re.search(r"MODEL_REMAPPING = \{(.*?)\}", utils, re.S)
+    if remapping:
+        types |= {alias for alias, target in re.findall(r'"([\w-]+)": "([\w-]+)"', remapping.group(1)) if target in types}
+    return frozenset(types)
+
+
 # What mlx-lm runs of a plain HF folder when slmkit[mlx] is not installed to ask (the model types
 # our torch engine has, all of which mlx-lm has too); with it installed, mlx-lm's own list.
 _KNOWN_TYPES = frozenset({"llama", "phi3", "phimoe"})
@@ -64,8 +96,6 @@ _KNOWN_TYPES = frozenset({"llama", "phi3", "phimoe"})
 
 def mlx_runs_model_type(model_type: str | None) -> bool:
     """Whether mlx-lm has a model for a Hugging Face folder's ``model_type``."""
-    from slmkit.convert.mlx import mlx_lm_model_types
-
     try:
         return model_type in mlx_lm_model_types()
     except BackendUnavailableError:
@@ -80,7 +110,6 @@ class MLXModel:
         import mlx_lm
         from mlx_lm.utils import load_model
 
-        from slmkit.convert.mlx import mlx_model_config
         from slmkit.models.safetensors import read_config
         from slmkit.text.hf_tokenizer import HFTokenizer
 

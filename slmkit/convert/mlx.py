@@ -14,13 +14,13 @@ copied over the ones mlx-lm re-saves, so every engine tokenizes the converted mo
 from __future__ import annotations
 
 import importlib.util
-import re
 import shutil
 import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from slmkit.convert.prepared import both_rope_key_styles, linked_copy
+from slmkit.backends.mlx import mlx_lm_model_types, mlx_model_config
+from slmkit.convert.prepared import linked_copy
 from slmkit.convert.process import run_converter
 from slmkit.convert.registry import ConvertedModel, HFSource, ProgressFn
 from slmkit.errors import BackendUnavailableError, InvalidParameterError
@@ -36,35 +36,6 @@ _STEPS = {"[INFO] Loading": ("loading the checkpoint", 0.2), "[INFO] Using dtype
           "[INFO] Quantizing": ("quantizing", 0.6)}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                    "chat_template.jinja", "generation_config.json", "added_tokens.json")
-
-
-def mlx_model_config(config: dict) -> dict:
-    """The config mlx-lm's models read correctly: both rope key styles; no ``rope_scaling`` for
-    plain RoPE (mlx-lm's phi3 warns about a ``default`` type and ignores it anyway)."""
-    config = both_rope_key_styles(config)
-    if (config.get("rope_scaling") or {}).get("type") == "default":
-        config["rope_scaling"] = None
-    return config
-
-
-def mlx_lm_models() -> Path:
-    spec = importlib.util.find_spec("mlx_lm")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailableError("the mlx engine needs mlx-lm: pip install 'slmkit[mlx]'")
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
-
-
-def mlx_lm_model_types() -> frozenset[str]:
-    """The ``model_type`` values the installed mlx-lm has a model for: its ``models/*.py`` and the
-    aliases of its ``MODEL_REMAPPING`` (read from its files, not imported: importing mlx-lm loads
-    transformers)."""
-    models = mlx_lm_models()
-    types = {p.stem for p in models.glob("*.py") if not p.stem.startswith("_")}
-    utils = (models.parent / "utils.py").read_text(encoding="utf-8")
-    remapping = re.search(r"MODEL_REMAPPING = \{(.*?)\}", utils, re.S)
-    if remapping:
-        types |= {alias for alias, target in re.findall(r'"([\w-]+)": "([\w-]+)"', remapping.group(1)) if target in types}
-    return frozenset(types)
 
 
 class MLXConverter:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from slmkit.convert.registry import HFSource
+if TYPE_CHECKING:  # the registry's type only: this module stays a leaf the engines may import
+    from slmkit.convert.registry import HFSource
 
 ARCHITECTURE_ALIASES = {"PhimoeForCausalLM": "PhiMoEForCausalLM"}
 
