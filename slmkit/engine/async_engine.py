@@ -165,48 +165,12 @@ class EngineLoop:
         )
 
 
-class _Mailbox:
-    """Outputs from the engine thread to one event loop, woken once per batch, not per output.
-
-    One engine step makes an output for every running sequence; waking the event loop for each
-    (``call_soon_threadsafe`` per output) puts that thread on a core — and on the GIL — eight
-    times a step while llama.cpp's threads need both cores. Here the first output of a batch
-    schedules one drain and the rest join it.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-        self._lock = threading.Lock()
-        self._items: list[tuple[asyncio.Queue, RequestOutput]] = []
-
-    def post(self, outputs: asyncio.Queue, out: RequestOutput) -> None:
-        with self._lock:
-            self._items.append((outputs, out))
-            if len(self._items) > 1:
-                return  # a drain is already scheduled
-        self.loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._lock:
-            items, self._items = self._items, []
-        for outputs, out in items:
-            outputs.put_nowait(out)
-
-
 class AsyncEngine:
     """``async for out in engine.generate(request)``: the asyncio side of an `EngineLoop`."""
 
     def __init__(self, engine: Engine, *, name: str = "slmkit-engine"):
         self.engine = engine
         self.loop = EngineLoop(engine, name=name)
-        self._mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
-
-    def _mailbox(self, loop: asyncio.AbstractEventLoop) -> _Mailbox:
-        box = self._mailboxes.get(loop)
-        if box is None:
-            self._mailboxes = {lp: b for lp, b in self._mailboxes.items() if not lp.is_closed()}
-            box = self._mailboxes[loop] = _Mailbox(loop)
-        return box
 
     @property
     def snapshot(self) -> EngineSnapshot:
@@ -221,11 +185,11 @@ class AsyncEngine:
         self.engine.validate(request)
         if not self.loop.alive:
             raise EngineDeadError(self.loop.failure)
-        mailbox = self._mailbox(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
         outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
 
         def emit(out: RequestOutput) -> None:
-            mailbox.post(outputs, out)
+            loop.call_soon_threadsafe(outputs.put_nowait, out)
 
         self.loop.submit(request, emit)
         finished = False
