@@ -28,6 +28,6 @@ MAX_SEQUENCES = 256
 CHAT_TEMPLATE_SECONDS = 1.0  # real templates render in well under a millisecond
 CHAT_TEMPLATE_CHARS = 4 << 20  # the largest string or list a template may build, and its output
 CHAT_TEMPLATE_INT_BITS = 4096  # `**` results; bigger integers take unbounded time and memory
-SPECULATIVE_MODES = ("off", "ngram")  # per request; None takes the engine's default
+SPECULATIVE_MODES = ("off", "ngram", "draft")  # per request; None takes the engine's default
 DEFAULT_DRAFT_TOKENS = 8  # most tokens one sequence drafts per step (k adapts below it)
 MAX_DRAFT_TOKENS = 32

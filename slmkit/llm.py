@@ -23,9 +23,10 @@ from typing import Iterator, Sequence
 from slmkit.backends.base import EmbeddingSpan
 from slmkit import limits
 from slmkit.backends.base import OneSlot
+from slmkit.backends.draft import load_draft_model
 from slmkit.backends.loading import BackendOptions, load_model
 from slmkit.backends.ortgenai_search import SEARCH_MODES
-from slmkit.engine.engine import Engine, Request
+from slmkit.engine.engine import DRAFT_NEEDS_MODEL, Engine, Request
 from slmkit.engine.generator import Generator
 from slmkit.engine.scoring import Scorer
 from slmkit.engine.sequence import check_fits
@@ -55,6 +56,12 @@ class LLM:
     ``slmkit`` (our sampling over the engine's logits) or, with the ortgenai engine, ``ortgenai``
     (ORT GenAI's own greedy / sampling / repetition penalty / beam search inside its Generator).
 
+    ``speculative``: ``off``, ``ngram`` (prompt lookup) or ``draft``: ``draft_model`` (a store name
+    or path with the same tokenizer, much smaller than this model) proposes tokens that this
+    model verifies; giving a ``draft_model`` makes ``draft`` the default. The output is the same
+    either way (token for token when greedy, in distribution when sampled); requests may choose
+    per call with ``SamplingParams(speculative=...)``.
+
     A provider model string (``github:Phi-3.5-mini-instruct``, ``ollama:phi3.5``, ...) gives a
     `RemoteLLM` with the same ``chat`` / ``generate`` API instead.
     """
@@ -83,17 +90,28 @@ class LLM:
         device: str = "auto",
         search: str = "slmkit",
         quantize: str = "none",
-        speculative: str = "off",
+        speculative: str | None = None,
         trust_remote_code: bool = False,
+        draft_model: str | None = None,
     ):
+        if speculative is None:
+            speculative = "draft" if draft_model else "off"
         if speculative not in limits.SPECULATIVE_MODES:
             raise InvalidParameterError("speculative", f"must be one of {', '.join(limits.SPECULATIVE_MODES)}, "
                                         f"got {speculative!r}")
+        if speculative == "draft" and not draft_model:
+            raise InvalidParameterError("speculative", DRAFT_NEEDS_MODEL)
+        if draft_model is not None and (not isinstance(draft_model, str) or not draft_model.strip()):
+            raise InvalidParameterError("draft_model", f"must be a model name or path, got {draft_model!r}")
         self.speculative = speculative  # the default of requests whose params do not choose
         started = time.perf_counter()
         if search not in SEARCH_MODES:
             raise InvalidParameterError("search", f"{search!r} is not one of {', '.join(SEARCH_MODES)}")
-        resolved = (store or ModelStore()).resolve(model)
+        if draft_model and search == "ortgenai":
+            raise InvalidParameterError("draft_model", "ORT GenAI's own search runs inside its Generator, where "
+                                        "nothing verifies drafts; use search='slmkit'")
+        store = store or ModelStore()
+        resolved = store.resolve(model)
         self.name = resolved.name
         self.manifest = resolved.manifest
         options = BackendOptions(backend, dtype, device, threads, quantize, trust_remote_code)
@@ -108,6 +126,16 @@ class LLM:
         self.runner = self.model.create_runner(
             context_length=context_length, max_sequences=max_sequences, threads=threads
         )
+        self.draft = None
+        if draft_model:
+            try:
+                drafter = store.resolve(draft_model)
+                self.draft = load_draft_model(drafter.name, drafter.path, options, target_name=self.name,
+                                              target_tokenizer=self.tokenizer, target_runner=self.runner,
+                                              threads=threads)
+            except Exception:
+                self.close()
+                raise
         self.load_seconds = time.perf_counter() - started
         self.formatter = PromptFormatter(
             self.tokenizer, architecture=self.info.architecture,
@@ -245,10 +273,13 @@ class LLM:
     def _stream(self, prompt_ids: list[int], params: SamplingParams, embeddings: Sequence[EmbeddingSpan] = (),
                 encode_seconds: float = 0.0) -> Iterator[RequestOutput]:
         request_id = f"req-{uuid.uuid4().hex[:12]}"
+        mode = params.speculative or self.speculative
+        if mode == "draft" and self.draft is None:
+            raise InvalidParameterError("speculative", DRAFT_NEEDS_MODEL)
         # ORT GenAI's own search runs inside its Generator: nothing for drafts to go through; image
         # prompts keep the Generator, which feeds their embedding rows.
-        if (params.speculative or self.speculative) == "ngram" and self.search != "ortgenai" and not embeddings:
-            yield from self._stream_speculative(prompt_ids, params.updated(speculative="ngram"), request_id)
+        if mode != "off" and self.search != "ortgenai" and not embeddings:
+            yield from self._stream_speculative(prompt_ids, params.updated(speculative=mode), request_id)
             return
         text = TextStream(self.tokenizer.token_bytes, params.stop)
         end_ids = params.end_token_ids(self.tokenizer.special.end_of_generation)
@@ -279,15 +310,19 @@ class LLM:
 
     def _stream_speculative(self, prompt_ids: list[int], params: SamplingParams,
                             request_id: str) -> Iterator[RequestOutput]:
-        """The request through the batching engine on one free slot: its drafts are verified
-        exactly as `slm serve` does, so the tokens are those of `_stream`."""
+        """The request through the batching engine on one free slot (of the draft model's runner
+        too): its drafts are verified exactly as `slm serve` does, so the tokens are those of
+        `_stream`."""
         if not self._free_seq_ids:
             raise InvalidRequestError(f"all {self.runner.max_sequences} sequence slots are in use")
         seq_id = self._free_seq_ids.pop()
-        engine = Engine(OneSlot(self.runner, seq_id), self.tokenizer, prefix_caching=False)
+        draft_slot = None if self.draft is None else OneSlot(self.draft.runner, seq_id)
+        engine = Engine(OneSlot(self.runner, seq_id), self.tokenizer, prefix_caching=False, draft_runner=draft_slot)
         outputs: list[RequestOutput] = []
         try:
             self.runner.free(seq_id)
+            if draft_slot is not None:
+                draft_slot.free(0)
             engine.add_request(Request(prompt_ids, params, request_id), outputs.append)
             yield RequestOutput("", [], request_id=request_id)
             while engine.has_work:
@@ -300,6 +335,8 @@ class LLM:
         finally:
             engine.abort_all()
             self.runner.free(seq_id)
+            if draft_slot is not None:
+                draft_slot.free(0)
             self._free_seq_ids.append(seq_id)
 
     def _beam_search(self, prompt_ids: list[int], params: SamplingParams) -> list[RequestOutput]:
@@ -337,6 +374,9 @@ class LLM:
                              Usage(len(prompt_ids), len(token_ids)), Timings(decode_seconds=elapsed), index=index)
 
     def close(self) -> None:
+        if getattr(self, "draft", None) is not None:
+            self.draft.close()
+            self.draft = None
         self.runner.close()
         self.model.close()
 

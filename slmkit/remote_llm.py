@@ -33,6 +33,9 @@ class RemoteLLM:
         for name, value, unset in local_only:
             if value != unset:
                 raise InvalidParameterError(name, f"is decided by the provider for {model}; leave it unset")
+        if _ignored.get("draft_model") is not None or _ignored.get("speculative") == "draft":
+            raise InvalidParameterError("draft_model", f"{model} runs at its provider; draft-model speculation "
+                                        "runs in the local engines (llama.cpp, torch)")
         started = time.perf_counter()
         self.name = model
         self.provider_name, self.provider_model = parsed

@@ -57,7 +57,8 @@ class SamplingParams:
     length_penalty: float = 1.0
     logprobs: int | None = None  # None: none; k >= 0: the sampled token's logprob and the k best
     response_format: Literal["text", "json_object"] = "text"
-    speculative: Literal["off", "ngram"] | None = None  # draft tokens by prompt lookup; None: the engine's default
+    # draft tokens by prompt lookup or a draft model (which the engine must have); None: the engine's default
+    speculative: Literal["off", "ngram", "draft"] | None = None
     json_schema: dict[str, Any] | bool | None = None
     regex: str | None = None
     grammar: str | None = None  # Lark (llguidance's dialect), or GBNF (``root ::= ...``)
@@ -478,6 +479,7 @@ class Timings:
     time_to_first_token: float = 0.0
     drafted_tokens: int = 0  # speculation: tokens guessed and verified
     accepted_tokens: int = 0  # of them, kept
+    draft_seconds: float = 0.0  # in the draft model (draft-model speculation), part of decode_seconds
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 from fakes import ByteTokenizer, FakeRunner
 
 from slmkit.engine.engine import Engine, Request
-from slmkit.engine.speculative import NgramProposer, verify_sampled
+from slmkit.engine.speculative import DraftLength, NgramProposer, verify_sampled
 from slmkit.errors import InvalidParameterError
 from slmkit.types import SamplingParams
 
@@ -86,7 +86,7 @@ def test_per_request_choice_overrides_the_engine_default():
     _, _, _, _, on = run(copy_model, PROMPTS[:2], params.updated(speculative="ngram"))
     assert off.stats.drafted == 0 and on.stats.drafted > 0
     with pytest.raises(InvalidParameterError, match="speculative"):
-        SamplingParams(speculative="draft")
+        SamplingParams(speculative="medusa")
     with pytest.raises(InvalidParameterError, match="speculative"):
         Engine(FakeRunner(open_model, vocab_size=VOCAB), ByteTokenizer(), speculative="yes")
 
@@ -227,25 +227,27 @@ def test_sampled_requests_with_speculation_follow_the_model_and_reproduce_with_a
     assert run(copy_model, PROMPTS[:2], seeded, speculative="ngram")[0] == first
 
 
-def test_proposer_finds_the_latest_earlier_match_and_adapts_k():
-    proposer = NgramProposer(max_draft=8)
+def test_proposer_finds_the_latest_earlier_match_and_draft_length_adapts_k():
+    proposer = NgramProposer()
     tokens = [1, 2, 3, 4, 5, 9, 1, 2, 3, 7, 8, 1, 2, 3]
-    assert proposer.propose(tokens, limit=8) == [7, 8, 1, 2]  # k starts at 4; the latest "1 2 3"
-    assert proposer.propose(tokens, limit=2) == [7, 8]
-    assert NgramProposer().propose([5, 6, 7, 8], limit=8) == []  # nothing repeats
-    proposer.record(4, 4)
-    assert proposer.k == 8
-    proposer.record(8, 2)
-    assert proposer.k == 3
-    proposer.record(3, 0)
-    assert proposer.k == 1 and (proposer.drafted, proposer.accepted) == (15, 6)
+    assert proposer.propose(tokens, 4) == [7, 8, 1, 2]  # the latest "1 2 3"
+    assert proposer.propose(tokens, 2) == [7, 8]
+    assert NgramProposer().propose([5, 6, 7, 8], 8) == []  # nothing repeats
+    length = DraftLength(max_draft=8)
+    assert length.take(8) == 4 and length.take(2) == 2  # k starts at 4, capped by the limit
+    length.record(4, 4)
+    assert length.k == 8
+    length.record(8, 2)
+    assert length.k == 3
+    length.record(3, 0)
+    assert length.k == 1 and (length.drafted, length.accepted) == (15, 6)
     # Nothing accepted: skip 1 proposal, then (after another miss) 2, ...; an accept resets it.
-    assert proposer.propose(tokens, limit=8) == []
-    assert proposer.propose(tokens, limit=8) == [7]
-    proposer.record(1, 0)
-    assert [proposer.propose(tokens, limit=8) for _ in range(3)] == [[], [], [7]]
-    proposer.record(1, 1)
-    assert proposer.propose(tokens, limit=8) == [7, 8]
+    assert length.take(0) == 0  # nothing may be drafted: not a skipped proposal
+    assert [length.take(8), length.take(8)] == [0, 1]
+    length.record(1, 0)
+    assert [length.take(8) for _ in range(3)] == [0, 0, 1]
+    length.record(1, 1)
+    assert length.take(8) == 2
 
 
 @pytest.mark.slow

@@ -50,13 +50,20 @@ ModelArg = Annotated[str, typer.Argument(help="Store name (smollm2, smollm2:q8_0
 
 def load_llm(model: str, context_length: int | None = None, threads: int | None = None, system: str | None = None,
              backend: str = "auto", dtype: str = "auto", device: str = "auto", quantize: str = "none",
-             speculative: str = "off", trust_remote_code: bool = False):
+             speculative: str | None = None, trust_remote_code: bool = False, draft_model: str | None = None):
     """An `LLM` for a CLI command, with a spinner while it loads."""
+    from slmkit.errors import InvalidParameterError
     from slmkit.llm import LLM
 
-    with err_console.status(f"loading {model}...", spinner="dots"):
-        return LLM(model, context_length=context_length, threads=threads, system_prompt=system,
-                   backend=backend, dtype=dtype, device=device, quantize=quantize,
-                   # remote models have no local engine to draft in: the flag only reaches LLM
-                   **({"speculative": speculative} if speculative != "off" else {}),
-                   **({"trust_remote_code": True} if trust_remote_code else {}))
+    try:
+        with err_console.status(f"loading {model}...", spinner="dots"):
+            return LLM(model, context_length=context_length, threads=threads, system_prompt=system,
+                       backend=backend, dtype=dtype, device=device, quantize=quantize,
+                       # remote models have no local engine to draft in: the flags only reach LLM
+                       **({"speculative": speculative} if speculative not in (None, "off") else {}),
+                       **({"draft_model": draft_model} if draft_model is not None else {}),
+                       **({"trust_remote_code": True} if trust_remote_code else {}))
+    except InvalidParameterError as exc:
+        if exc.param in ("speculative", "draft_model"):  # named as the user typed them
+            raise InvalidParameterError("--" + exc.param.replace("_", "-"), exc.detail) from None
+        raise

@@ -27,8 +27,8 @@ def run(
     context_length: opt.ContextLength = None, threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     quantize: opt.Quantize = "none", trust_remote_code: opt.TrustRemoteCode = False,
-    speculative: opt.Speculative = "off", verbose: opt.Verbose = False, image: opt.Images = None, video: opt.Video = None, frames: opt.Frames = 8,
-    num_crops: opt.NumCrops = None,
+    speculative: opt.Speculative = None, draft_model: opt.DraftModel = None, verbose: opt.Verbose = False,
+    image: opt.Images = None, video: opt.Video = None, frames: opt.Frames = 8, num_crops: opt.NumCrops = None,
     speak: Annotated[bool, typer.Option("--speak", help="Read each answer aloud (eSpeak NG, offline).")] = False,
 ):
     """Chat with a model: one PROMPT, lines piped on stdin, or an interactive REPL."""
@@ -45,7 +45,7 @@ def run(
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
                               num_beams, length_penalty, ignore_eos, format, json_schema, regex, grammar)
     llm = load_llm(model, context_length, threads, system, backend, dtype, device, quantize, speculative,
-                   trust_remote_code)
+                   trust_remote_code, draft_model)
     session = ChatSession(llm, flags.apply(llm.default_params), verbose=verbose, system=llm.system_prompt,
                           num_crops=num_crops)
     session.attach(media)
@@ -76,7 +76,7 @@ def generate(
     context_length: opt.ContextLength = None, threads: opt.Threads = None,
     backend: opt.Backend = "auto", dtype: opt.Dtype = "auto", device: opt.Device = "auto",
     quantize: opt.Quantize = "none", trust_remote_code: opt.TrustRemoteCode = False,
-    speculative: opt.Speculative = "off", verbose: opt.Verbose = False,
+    speculative: opt.Speculative = None, draft_model: opt.DraftModel = None, verbose: opt.Verbose = False,
 ):
     """Complete raw text (no chat template), streaming."""
     from slmkit.cli.session import print_stats, print_stream
@@ -85,7 +85,7 @@ def generate(
                               frequency_penalty, presence_penalty, seed, stop, stop_token_id, logit_bias,
                               num_beams, length_penalty, ignore_eos, format, json_schema, regex, grammar)
     llm = load_llm(model, context_length, threads, None, backend, dtype, device, quantize, speculative,
-                   trust_remote_code)
+                   trust_remote_code, draft_model)
     params = flags.apply(llm.default_params)
     result = print_stream(llm.generate(prompt, params, stream=True), sys.stdout)
     if verbose:

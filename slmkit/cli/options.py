@@ -46,8 +46,12 @@ Images = Annotated[Optional[list[str]], typer.Option("--image", help="An image f
 Video = Annotated[Optional[str], typer.Option("--video", help="A video file (GIF, MP4, ...): --frames frames of it go to a vision model as images.", rich_help_panel=_V)]
 Frames = Annotated[int, typer.Option("--frames", help="How many frames --video gives, sampled evenly.", rich_help_panel=_V)]
 NumCrops = Annotated[Optional[int], typer.Option("--num-crops", help="Crops per image (default: the model's preprocessor_config.json; Phi-3.5 advises 4 for many frames).", rich_help_panel=_V)]
-Speculative = Annotated[str, typer.Option("--speculative", help="off, or ngram: draft tokens from the "
-                        "prompt and output and verify them in one forward (same output, faster on copying).")]
+Speculative = Annotated[Optional[str], typer.Option("--speculative", help="off; ngram: draft tokens from the "
+                        "prompt and output; draft: from --draft-model (the default with it). Drafts are verified in "
+                        "one forward: same output, faster when they are right.")]
+DraftModel = Annotated[Optional[str], typer.Option("--draft-model", help="A much smaller model with the same "
+                       "tokenizer (store name or .gguf path) that proposes tokens for this one to verify.",
+                       rich_help_panel=_M)]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print load time, TTFT, prompt and decode tokens/s.")]
 
 

@@ -36,8 +36,11 @@ def serve(
     no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Recompute every prompt.")] = False,
     batch_invariant: Annotated[bool, typer.Option("--batch-invariant", help="Prefill in chunks of < 64 "
                                "tokens so every answer is bit-identical whatever the batch or cache.")] = False,
-    speculative: Annotated[str, typer.Option("--speculative", help="off, or ngram: draft tokens from "
-                           "each request's own text and verify them in the batched forward (exact).")] = "off",
+    speculative: Annotated[Optional[str], typer.Option("--speculative", help="off; ngram: draft tokens from "
+                           "each request's own text; draft: from --draft-model (the default with it). Drafts are "
+                           "verified in the batched forward (exact).")] = None,
+    draft_model: Annotated[Optional[str], typer.Option("--draft-model", help="A much smaller model with the same "
+                           "tokenizer (store name or .gguf path) that proposes tokens for the --model models.")] = None,
     cors_origin: Annotated[Optional[list[str]], typer.Option("--cors-origin", help="Let web pages from this "
                            "origin call the API (repeatable; * for any). Off by default.")] = None,
     no_playground: Annotated[bool, typer.Option("--no-playground", help="No web playground at / "
@@ -64,12 +67,13 @@ def serve(
         backend=BackendOptions(backend, dtype, device, quantize=quantize, trust_remote_code=trust_remote_code),
         request_timeout=request_timeout, keep_alive=keep_alive, prefix_caching=not no_prefix_cache,
         max_chunk_per_sequence=BATCH_INVARIANT_CHUNK if batch_invariant else None,
-        cors_origins=list(cors_origin or []), speculative=speculative,
-        playground=not no_playground,
+        cors_origins=list(cors_origin or []), speculative=speculative or ("draft" if draft_model else "off"),
+        draft_model=draft_model, playground=not no_playground,
     )
-    if speculative not in limits.SPECULATIVE_MODES:
+    if config.speculative not in limits.SPECULATIVE_MODES:
         raise InvalidParameterError("--speculative", f"{speculative!r} is not one of "
                                     f"{', '.join(limits.SPECULATIVE_MODES)}")
+    _check_draft_model(config)
     if log_level.lower() not in LOG_LEVELS:
         raise InvalidParameterError("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     check_device(device)  # models load inside the server; refuse before it starts
@@ -81,6 +85,8 @@ def serve(
     for name in config.models:  # unknown names fail here, in one line, before the server starts
         if parse_model_string(name) is None:
             store.resolve(name)
+    if draft_model:
+        store.resolve(draft_model)
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         err_console.print(f"warning: serving on {host} without an API key (use --api-key)", style="yellow")
     if not ray:
@@ -95,6 +101,26 @@ def serve(
     options = RayServeOptions(replicas=replicas, address=ray_address,
                               autoscale=RayServeOptions.parse_autoscale(autoscale) if autoscale else None)
     serve_with_ray(config, options, log_level=log_level.lower())
+
+
+def _check_draft_model(config) -> None:
+    """--draft-model drafts for the local --model models; refuse what cannot work before serving
+    (the tokenizers are compared when the models load)."""
+    from slmkit.engine.engine import DRAFT_NEEDS_MODEL
+
+    if config.speculative == "draft" and not config.draft_model:
+        raise InvalidParameterError("--speculative", DRAFT_NEEDS_MODEL)
+    if not config.draft_model:
+        return
+    if parse_model_string(config.draft_model) is not None:
+        raise InvalidParameterError("--draft-model", f"{config.draft_model} is a provider model; a draft model "
+                                    "runs locally, next to the model it drafts for")
+    if config.backend.backend == "vllm":
+        raise InvalidParameterError("--draft-model", "--backend vllm runs vLLM's own engine; draft-model "
+                                    "speculation runs in slmkit's engines (llama.cpp, torch)")
+    if not any(parse_model_string(m) is None for m in config.models):
+        raise InvalidParameterError("--draft-model", "it drafts for the models loaded at start: give the model "
+                                    "it drafts for with --model")
 
 
 # -- a running server ---------------------------------------------------------------------

@@ -64,6 +64,8 @@ def print_stats(llm: LLM, result: RequestOutput, err: TextIO) -> None:
     if timings.drafted_tokens:
         err.write(f"speculation:         {timings.accepted_tokens} of {timings.drafted_tokens} drafted tokens "
                   f"accepted ({timings.accepted_tokens / timings.drafted_tokens:.0%})\n")
+    if timings.draft_seconds:
+        err.write(f"draft model:         {timings.draft_seconds:.3f} s of the decode time\n")
     err.flush()
 
 

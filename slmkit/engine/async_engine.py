@@ -36,6 +36,7 @@ class EngineSnapshot:
     kv_total_cells: int = 0
     drafted_tokens: int = 0  # speculation totals since the engine started
     accepted_tokens: int = 0
+    draft_seconds: float = 0.0  # in the draft model (draft-model speculation)
 
 
 class EngineLoop:
@@ -162,6 +163,7 @@ class EngineLoop:
             kv_used_cells=sched.running_cells(), kv_cached_cells=sched.cached_cells(),
             kv_total_cells=self.engine.runner.kv_cells,
             drafted_tokens=self.engine.stats.drafted, accepted_tokens=self.engine.stats.accepted,
+            draft_seconds=self.engine.stats.draft_seconds,
         )
 
 

@@ -4,10 +4,11 @@ Single-threaded on purpose: whoever owns the engine calls `step()` in a loop (th
 engine thread); callers reach it only through `add_request` / `abort`, whose outputs arrive
 through the callback each request brings.
 
-With speculation on (``speculative="ngram"``, or per request), a decoding sequence drafts a few
-tokens from its own history; they run in its chunk of the same forward and `_verify` keeps the
-longest prefix the model agrees with, so the output is what decoding one token at a time gives:
-token for token when greedy, in distribution when sampled.
+With speculation on (``speculative="ngram"`` or ``"draft"``, or per request), a decoding sequence
+drafts a few tokens, from its own history or from a draft model (`engine.draft_model`, all
+drafting sequences in one batched forward per draft step); they run in its chunk of the same
+forward and `_verify` keeps the longest prefix the model agrees with, so the output is what
+decoding one token at a time gives: token for token when greedy, in distribution when sampled.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import numpy as np
 
 from slmkit import limits
 from slmkit.backends.base import Chunk, EmbeddingSpan, Runner, Tokenizer, spans_within
+from slmkit.engine.draft_model import DraftModelProposer, DraftRequest
 from slmkit.engine.scheduler import KvOp, ScheduledChunk, Scheduler, SchedulerConfig
 from slmkit.engine.sequence import Sequence, check_prompt_tokens
-from slmkit.engine.speculative import NgramProposer, verify_sampled
+from slmkit.engine.speculative import DraftLength, NgramProposer, verify_sampled
 from slmkit.engine.text_stream import TextStream
 from slmkit.errors import InvalidParameterError, SlmkitError
 from slmkit.sampling import Sampler, apply_masks, fill_masks, make_constraint
@@ -32,6 +34,7 @@ from slmkit.sampling.sampler import log_softmax, top_logprobs
 from slmkit.types import RequestOutput, SamplingParams, Timings, TokenLogprob, Usage
 
 OutputCallback = Callable[[RequestOutput], None]
+DRAFT_NEEDS_MODEL = "'draft' needs a draft model (--draft-model NAME, or LLM(..., draft_model=NAME))"
 log = logging.getLogger("slmkit.engine")
 
 
@@ -51,10 +54,12 @@ class _Active:
     end_ids: set[int]
     max_length: int  # prompt + max_tokens, capped by the context
     emit: OutputCallback
-    proposer: NgramProposer | None = None  # None: this request does not speculate
+    draft_length: DraftLength | None = None  # None: this request does not speculate
+    ngram: NgramProposer | None = None  # its prompt lookup; None with a draft model (or no speculation)
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     kv_length: int | None = None  # the runner's KV length while a draft's rejected tail is in it
+    draft_seconds: float = 0.0  # its share of the draft model's time (split evenly per draft step)
 
     @property
     def plain_greedy(self) -> bool:
@@ -67,10 +72,17 @@ class Engine:
     def __init__(self, runner: Runner, tokenizer: Tokenizer, *, max_batch_tokens: int | None = None,
                  prefix_caching: bool = True, max_chunk_per_sequence: int | None = None,
                  speculative: str = "off", max_draft_tokens: int = limits.DEFAULT_DRAFT_TOKENS,
-                 fast_forward: bool = True):
+                 fast_forward: bool = True, draft_runner: Runner | None = None):
+        """`draft_runner`: a draft model's runner (same tokenizer, at least as many sequence slots),
+        which makes ``speculative="draft"`` possible for the engine and its requests."""
         if speculative not in limits.SPECULATIVE_MODES:
             raise InvalidParameterError("speculative", f"must be one of {', '.join(limits.SPECULATIVE_MODES)}, "
                                         f"got {speculative!r}")
+        if speculative == "draft" and draft_runner is None:
+            raise InvalidParameterError("speculative", DRAFT_NEEDS_MODEL)
+        if draft_runner is not None and draft_runner.max_sequences < runner.max_sequences:
+            raise InvalidParameterError("draft_model", f"the draft runner has {draft_runner.max_sequences} "
+                                        f"sequence slots, the target {runner.max_sequences}")
         if isinstance(max_draft_tokens, bool) or not isinstance(max_draft_tokens, int) or \
                 not 1 <= max_draft_tokens <= limits.MAX_DRAFT_TOKENS:
             raise InvalidParameterError("max_draft_tokens", f"must be an integer from 1 to "
@@ -88,6 +100,8 @@ class Engine:
             prefix_caching=prefix_caching,
             max_chunk_per_sequence=max_chunk_per_sequence,
         ))
+        self.drafter = None if draft_runner is None else DraftModelProposer(
+            draft_runner, runner.vocab_size, max_chunk_per_sequence)
         self._active: dict[str, _Active] = {}
         self.stats = EngineStats()
 
@@ -97,6 +111,8 @@ class Engine:
         if request.params.num_beams > 1:
             raise InvalidParameterError("num_beams", "the batching engine samples; beam search runs "
                                         "through LLM.generate")
+        if request.params.speculative == "draft" and self.drafter is None:
+            raise InvalidParameterError("speculative", DRAFT_NEEDS_MODEL)
         check_prompt_tokens(request.prompt_ids, vocab_size=self.runner.vocab_size,
                             context_length=self.runner.context_length)
 
@@ -115,19 +131,25 @@ class Engine:
             text = TextStream(self.tokenizer.token_bytes, params.stop)
         except Exception as exc:  # noqa: BLE001 - one bad request is refused, the engine goes on
             raise _as_slmkit_error(exc, "this request could not start") from exc
+        mode = self._speculation(request, sampler)
         self._active[request.request_id] = _Active(
             seq, sampler, text, params.end_token_ids(self.tokenizer.special.end_of_generation), max_length, emit,
-            proposer=self._proposer(params, sampler),
+            draft_length=None if mode == "off" else DraftLength(max_draft=self.max_draft_tokens),
+            ngram=NgramProposer() if mode == "ngram" else None,
         )
         self.scheduler.add(seq)
 
-    def _proposer(self, params: SamplingParams, sampler: Sampler) -> NgramProposer | None:
-        mode = params.speculative or self.speculative
+    def _speculation(self, request: Request, sampler: Sampler) -> str:
+        """How this request drafts: ``off``, ``ngram`` or ``draft``."""
+        mode = request.params.speculative or self.speculative
         # Requests under an output format decode one token at a time: their matcher advances per
         # sampled token (and forced tokens are fast-forwarded), so drafts would need its rollback.
-        if mode == "off" or sampler.constraint is not None:
-            return None
-        return NgramProposer(max_draft=self.max_draft_tokens)
+        if sampler.constraint is not None:
+            return "off"
+        # A draft model reads token ids only: it cannot see an image's rows.
+        if mode == "draft" and request.embeddings:
+            return "off"
+        return mode
 
     def abort(self, request_id: str) -> bool:
         """Stop a request now and free its KV cells; False if it is not running."""
@@ -157,7 +179,7 @@ class Engine:
         never the engine.
         """
         started = time.perf_counter()
-        self._propose_drafts()
+        drafting = self._propose_drafts()
         plan = self.scheduler.schedule()
         for op in plan.kv_ops:
             self._apply(op)
@@ -197,18 +219,35 @@ class Engine:
         for active, c, first_row in verifying:
             if active.seq.request_id in self._active:
                 self._verify(active, c, drafts[id(c)], logits[first_row : first_row + c.num_tokens])
-        self.stats.record(plan.num_tokens, row, forward_at - started,
+        self.stats.record(plan.num_tokens, row, forward_at - started - drafting,
                           forward_done - forward_at, time.perf_counter() - forward_done)
         return plan.num_tokens
 
-    def _propose_drafts(self) -> None:
+    def _propose_drafts(self) -> float:
         """Each decoding sequence that speculates guesses up to k tokens; at most one fewer than it
-        may still generate, since the verifying forward yields one token more than it drafts."""
+        may still generate, since the verifying forward yields one token more than it drafts.
+        Prompt lookup drafts per sequence; the draft model for all its sequences together.
+        Returns the seconds spent in the draft model."""
+        asks: list[tuple[Sequence, DraftRequest]] = []
         for seq in self.scheduler.running:
             active = self._active.get(seq.request_id)
-            if active is None or active.proposer is None or seq.num_uncomputed != 1:
+            if active is None or active.draft_length is None or seq.num_uncomputed != 1:
                 continue
-            seq.draft = active.proposer.propose(seq.tokens, active.max_length - len(seq.tokens) - 1)
+            n = active.draft_length.take(active.max_length - len(seq.tokens) - 1)
+            seq.draft = active.ngram.propose(seq.tokens, n) if active.ngram is not None else []
+            if active.ngram is None and n:
+                asks.append((seq, DraftRequest(seq.seq_id, seq.tokens, n, active.end_ids)))
+        if not asks:
+            return 0.0
+        before, forwards = self.drafter.seconds, self.drafter.forwards
+        drafts = self.drafter.propose([ask for _, ask in asks])
+        seconds = self.drafter.seconds - before
+        self.stats.draft_seconds += seconds
+        self.stats.draft_forwards += self.drafter.forwards - forwards
+        for seq, ask in asks:
+            seq.draft = drafts.get(ask.slot, [])
+            self._active[seq.request_id].draft_seconds += seconds / len(asks)
+        return seconds
 
     def _verify(self, active: _Active, chunk: ScheduledChunk, draft: list[int], rows: np.ndarray) -> None:
         """Walk the draft with the logits of every position: each row gives the token decoding
@@ -231,7 +270,7 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - reported to that request
             if seq.request_id in self._active:
                 self._finish(active, "abort", error=_as_slmkit_error(exc, "generation failed"))
-        active.proposer.record(len(draft), accepted)
+        active.draft_length.record(len(draft), accepted)
         self.stats.drafted += len(draft)
         self.stats.accepted += accepted
         if seq.request_id in self._active:
@@ -256,6 +295,7 @@ class Engine:
     def _apply(self, op: KvOp) -> None:
         if op.kind == "free":
             self.runner.free(op.slot)
+            self._forget_draft(op.slot)
         elif op.kind == "truncate":
             self.runner.truncate(op.slot, op.length)
         else:
@@ -352,6 +392,7 @@ class Engine:
         slot = self.scheduler.finish(seq, keep_cache=reason != "abort")
         if slot is not None:
             self.runner.free(slot)
+            self._forget_draft(slot)
         del self._active[seq.request_id]
         text = ""
         if reason != "abort":
@@ -367,10 +408,16 @@ class Engine:
             request_id=seq.request_id, usage=Usage(seq.num_prompt, seq.num_generated, seq.num_cached),
             timings=Timings(prefill_seconds=first - active.started, decode_seconds=now - first,
                             time_to_first_token=first - active.started,
-                            drafted_tokens=active.proposer.drafted if active.proposer else 0,
-                            accepted_tokens=active.proposer.accepted if active.proposer else 0),
+                            drafted_tokens=active.draft_length.drafted if active.draft_length else 0,
+                            accepted_tokens=active.draft_length.accepted if active.draft_length else 0,
+                            draft_seconds=active.draft_seconds),
             error=error, stop_sequence=active.text.matched_stop if reason == "stop" else None,
         ))
+
+    def _forget_draft(self, slot: int) -> None:
+        """The target freed a slot's KV: so does the drafter (it keeps it while the target does)."""
+        if self.drafter is not None:
+            self.drafter.forget(slot)
 
     def run_until_done(self) -> None:
         while self.has_work:
@@ -393,6 +440,8 @@ class EngineStats:
     sample_seconds: float = 0.0
     drafted: int = 0  # speculated tokens verified
     accepted: int = 0  # of them, kept
+    draft_seconds: float = 0.0  # in the draft model's forwards (not part of schedule_seconds)
+    draft_forwards: int = 0
 
     @property
     def acceptance_rate(self) -> float:

@@ -26,7 +26,8 @@ class ServerConfig:
     max_batch_tokens: int = 512
     max_chunk_per_sequence: int | None = None
     prefix_caching: bool = True
-    speculative: str = "off"  # "ngram": prompt-lookup drafts verified in the batched forward
+    speculative: str = "off"  # "ngram": prompt-lookup drafts; "draft": the draft model's (both verified in the batched forward)
+    draft_model: str | None = None  # drafts for the models loaded at start (`models`); same tokenizer
     max_queue: int = 64  # waiting requests per model before 429
     request_timeout: float = 600.0  # seconds, whole request
     keep_alive: float = 300.0  # seconds idle before a model is unloaded (< 0: never)

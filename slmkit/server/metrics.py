@@ -53,6 +53,8 @@ class _EngineGauges:
                                        labels=["model"])
         rate = GaugeMetricFamily("slmkit_speculative_acceptance_rate", "Accepted / drafted tokens so far",
                                  labels=["model"])
+        draft_time = CounterMetricFamily("slmkit_speculative_draft_model_seconds", "Time in the draft model's "
+                                         "forwards (draft-model speculation)", labels=["model"])
         loaded = GaugeMetricFamily("slmkit_models_loaded", "Models in memory")
         loaded.add_metric([], len(self.manager.loaded))
         for name, served in list(self.manager.loaded.items()):
@@ -65,6 +67,7 @@ class _EngineGauges:
             drafted.add_metric([name], snap.drafted_tokens)
             accepted.add_metric([name], snap.accepted_tokens)
             rate.add_metric([name], snap.accepted_tokens / snap.drafted_tokens if snap.drafted_tokens else 0.0)
+            draft_time.add_metric([name], snap.draft_seconds)
         yield loaded
         yield from families.values()
-        yield from (drafted, accepted, rate)
+        yield from (drafted, accepted, rate, draft_time)

@@ -1,7 +1,8 @@
 """The models a server holds: loaded on first use (or at start), unloaded after idling.
 
 Each loaded chat model is a `ServedModel`: the GGUF, a runner with one KV stream per slot, and
-an `AsyncEngine` whose thread owns them. Loading happens on a worker thread, once per model even
+an `AsyncEngine` whose thread owns them (and the draft model's runner, for the models given at
+start when the server has ``--draft-model``). Loading happens on a worker thread, once per model even
 when many requests ask for it at the same moment.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
 from slmkit.backends.base import EmbeddingSpan
+from slmkit.backends.draft import DraftModel, load_draft_model
 from slmkit.backends.llamacpp import ModelInfo
 from slmkit.backends.loading import load_model
 from slmkit.engine.async_engine import AsyncEngine
@@ -49,6 +51,7 @@ class ServedModel:
     last_used: float = field(default_factory=time.monotonic)
     keep_alive: float = 300.0
     active_requests: int = 0
+    draft: DraftModel | None = None  # proposes tokens for this model (draft-model speculation)
 
     @property
     def info(self) -> ModelInfo:
@@ -113,6 +116,8 @@ class ServedModel:
         self.engine.stop(drain=False, timeout=30)
         self.engine.engine.runner.close()
         self.model.close()
+        if self.draft is not None:
+            self.draft.close()
 
 
 class ModelManager:
@@ -124,6 +129,7 @@ class ModelManager:
         self._aliases: dict[str, str] = {}  # what clients may call a model -> its loaded name
         self._loading: dict[str, asyncio.Task] = {}
         self._paths_allowed: set[str] = {m for m in config.models if looks_like_path(m)}
+        self._drafted: set[str] | None = None  # names of the models the draft model drafts for
 
     async def get(self, reference: str, *, keep_alive: float | None = None,
                   remote_ok: bool = False) -> ServedModel | RemoteModel:
@@ -192,12 +198,13 @@ class ModelManager:
                 "`slm serve --model PATH`; ask for a model by name (see GET /v1/models)"
             )
         resolved = await asyncio.to_thread(self.store.resolve, reference)
-        name = Path(resolved.name).stem if looks_like_path(reference) else resolved.name
+        name = _served_name(reference, resolved.name)
         if name in self.loaded:  # "smollm2" and "smollm2:original" are the same model
             self._aliases[reference] = name
             return self.loaded[name]
         log.info("loading %s from %s", name, resolved.path)
-        served = await asyncio.to_thread(self._build, name, resolved.path, resolved.manifest)
+        draft = self.config.draft_model if await asyncio.to_thread(self._drafts_for, name) else None
+        served = await asyncio.to_thread(self._build, name, resolved.path, resolved.manifest, draft)
         self.loaded[name] = served
         for alias in {reference, name, str(resolved.path)}:
             self._aliases[alias] = name
@@ -205,20 +212,46 @@ class ModelManager:
                  served.load_seconds, served.context_length, self.config.parallel)
         return served
 
-    def _build(self, name: str, path: Path, manifest: Manifest) -> ServedModel:
+    def _drafts_for(self, name: str) -> bool:
+        """Whether the draft model drafts for this model: one given with --model."""
+        if self._drafted is None:
+            drafted = set()
+            for reference in self.config.models:
+                if parse_model_string(reference) is None:
+                    try:
+                        drafted.add(_served_name(reference, self.store.resolve(reference).name))
+                    except Exception:  # noqa: BLE001 - its own load reports why
+                        continue
+            self._drafted = drafted
+        return name in self._drafted
+
+    def _build(self, name: str, path: Path, manifest: Manifest, draft_model: str | None = None) -> ServedModel:
         started = time.perf_counter()
         cfg = self.config
-        model = load_model(path, replace(cfg.backend, threads=cfg.threads))  # ortgenai fixes them at load
+        options = replace(cfg.backend, threads=cfg.threads)  # ortgenai fixes them at load
+        model = load_model(path, options)
+        runner = draft = None
         try:
             context = cfg.context_length or min(model.info.context_length or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
             runner = model.create_runner(context_length=context, max_sequences=cfg.parallel,
                                          max_batch_tokens=cfg.max_batch_tokens, threads=cfg.threads,
                                          unified_kv=False)
+            if draft_model:
+                resolved = self.store.resolve(draft_model)
+                draft = load_draft_model(resolved.name, resolved.path, options, target_name=name,
+                                         target_tokenizer=model.tokenizer, target_runner=runner,
+                                         threads=cfg.threads, unified_kv=False)
+                log.info("%s drafts for %s", resolved.name, name)
         except Exception:
+            if runner is not None:
+                runner.close()
             model.close()
             raise
+        # "draft" (the default with --draft-model) applies to the models it drafts for; others: off
+        speculative = "off" if cfg.speculative == "draft" and draft is None else cfg.speculative
         engine = Engine(runner, model.tokenizer, prefix_caching=cfg.prefix_caching,
-                        max_chunk_per_sequence=cfg.max_chunk_per_sequence, speculative=cfg.speculative)
+                        max_chunk_per_sequence=cfg.max_chunk_per_sequence, speculative=speculative,
+                        draft_runner=None if draft is None else draft.runner)
         formatter = PromptFormatter(model.tokenizer, architecture=model.info.architecture,
                                     template=manifest.template or model.info.chat_template,
                                     system_prompt=manifest.system, model_name=name,
@@ -227,7 +260,7 @@ class ModelManager:
             name=name, path=path, manifest=manifest, model=model,
             engine=AsyncEngine(engine, name=f"engine-{name}"), formatter=formatter,
             default_params=SamplingParams.from_dict(manifest.parameters),
-            load_seconds=time.perf_counter() - started, keep_alive=cfg.keep_alive,
+            load_seconds=time.perf_counter() - started, keep_alive=cfg.keep_alive, draft=draft,
         )
 
     def unload(self, name: str) -> bool:
@@ -254,3 +287,8 @@ class ModelManager:
             served.engine.stop(drain=drain, timeout=60)
         for name in list(self.loaded):
             self.unload(name)
+
+
+def _served_name(reference: str, resolved_name: str) -> str:
+    """What the server calls a loaded model: its store reference, or a bare file's stem."""
+    return Path(resolved_name).stem if looks_like_path(reference) else resolved_name

@@ -1,13 +1,13 @@
 """OpenAI-shaped request bodies (also what Azure AI Inference sends), converted once into our
 types. Unknown fields are refused like OpenAI does (fields OpenAI accepts that change nothing
 here, like ``metadata`` or ``service_tier``, are accepted and ignored); vLLM's extras (top_k, min_p,
-repetition_penalty, ignore_eos, stop_token_ids) are accepted."""
+repetition_penalty, ignore_eos, stop_token_ids) are accepted, and slmkit's ``speculative``."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from slmkit import limits
 from slmkit.errors import InvalidParameterError
@@ -176,6 +176,8 @@ class _Sampling(_Strict):
     repetition_penalty: float | None = Field(None, gt=0)
     ignore_eos: StrictBool = False
     stop_token_ids: list[JsonInt] | None = Field(None, max_length=limits.MAX_STOP_TOKEN_IDS)
+    # slmkit: this request's speculation (off, ngram, draft); None: the server's --speculative
+    speculative: StrictStr | None = None
 
     def sampling_params(self, defaults: SamplingParams, *, max_tokens: int | None,
                         logprobs: int | None) -> SamplingParams:
@@ -201,6 +203,7 @@ class _Sampling(_Strict):
         changes.update(
             max_tokens=max_tokens, stop=stop, seed=self.seed, logit_bias=bias, logprobs=logprobs,
             ignore_eos=self.ignore_eos, stop_token_ids=list(self.stop_token_ids or []),
+            speculative=self.speculative,
         )
         return defaults.updated(**changes)
 
