@@ -86,7 +86,7 @@ def serve(
         if parse_model_string(name) is None:
             store.resolve(name)
     if draft_model:
-        store.resolve(draft_model)
+        _check_tokenizers(config, store)
     if host not in ("127.0.0.1", "localhost", "::1") and not config.api_keys:
         err_console.print(f"warning: serving on {host} without an API key (use --api-key)", style="yellow")
     if not ray:
@@ -121,6 +121,33 @@ def _check_draft_model(config) -> None:
     if not any(parse_model_string(m) is None for m in config.models):
         raise InvalidParameterError("--draft-model", "it drafts for the models loaded at start: give the model "
                                     "it drafts for with --model")
+
+
+def _check_tokenizers(config, store: ModelStore) -> None:
+    """A drafter whose tokenizer is not its targets' is refused now, not at the first request
+    (GGUF files: their vocabularies load in a moment; folders are checked when they load)."""
+    from slmkit.backends.draft import check_same_tokenizer
+    from slmkit.backends.llamacpp import LlamaCppModel
+
+    draft = store.resolve(config.draft_model)
+    if not draft.path.is_file():
+        return
+    drafter = LlamaCppModel(draft.path, vocab_only=True)
+    try:
+        for name in config.models:
+            target = store.resolve(name) if parse_model_string(name) is None else None
+            if target is None or not target.path.is_file():
+                continue
+            vocab = LlamaCppModel(target.path, vocab_only=True)
+            try:
+                check_same_tokenizer(vocab.tokenizer, drafter.tokenizer, target_name=target.name,
+                                     draft_name=draft.name)
+            except InvalidParameterError as exc:
+                raise InvalidParameterError("--draft-model", exc.detail) from None
+            finally:
+                vocab.close()
+    finally:
+        drafter.close()
 
 
 # -- a running server ---------------------------------------------------------------------
