@@ -1,6 +1,9 @@
 """Speculative decoding over HTTP: `slm serve` with prompt lookup off and on, and llama-server
 without speculation and with its n-gram modes (``ngram-mod``, ``ngram-simple``), in one run on
-the same GGUF, the same threads and the same prompts.
+the same GGUF, the same threads and the same prompts. With ``--draft-model``, also draft-model
+speculation on both: ours (``--draft-model``) and llama-server's (``-md``, ``draft-simple``), the
+same drafter for the same target (e.g. Phi-3.5-mini with a Phi-3-mini-sized drafter, which share
+the 32064-token Phi-3 tokenizer; here SmolLM2 drafting for a requantized SmolLM2).
 
 Workloads: copy-heavy (repeat a passage, edit code and print it back, quote from a summary,
 answer from a given context), open-ended chat, and plain short prompts (8 concurrent x 64
@@ -11,7 +14,7 @@ order rotated between repeats; medians with their range. Then the contention cas
 while a bounded busy process (started here) holds one core, against the quiet figure, for ours
 (threads left to its governor) and llama-server (its default threads).
 
-    python benchmarks/speculative.py --repeats 3 [--model PATH.gguf] [--no-write]
+    python benchmarks/speculative.py --repeats 3 [--model PATH.gguf] [--draft-model PATH.gguf] [--no-write]
 """
 
 from __future__ import annotations
@@ -60,6 +63,17 @@ SIDES = {  # name -> (server kind, extra arguments)
     "llama ngram-mod": ("llama", ["--spec-type", "ngram-mod"]),
     "llama ngram-simple": ("llama", ["--spec-type", "ngram-simple"]),
 }
+DRAFT_MAX = 8  # most tokens drafted per step, both servers (ours: limits.DEFAULT_DRAFT_TOKENS)
+OURS_SPECULATIVE = ("ours ngram", "ours draft")
+
+
+def draft_sides(draft: Path) -> dict[str, tuple[str, list[str]]]:
+    """The draft-model sides: ours, and llama-server's with its draft context and threads like ours."""
+    return {
+        "ours draft": ("ours", ["--speculative", "draft", "--draft-model", str(draft)]),
+        "llama draft": ("llama", ["--spec-type", "draft-simple", "-md", str(draft), "--spec-draft-n-max",
+                                  str(DRAFT_MAX), "-td", str(THREADS), "-tbd", str(THREADS)]),
+    }
 
 
 def command(kind: str, model: Path, port: int, extra: list[str], threads: int | None = THREADS) -> list[str]:
@@ -150,16 +164,22 @@ def ratio(a: list[float], b: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, default=None, help="a GGUF file (default: the bundled SmolLM2)")
+    parser.add_argument("--draft-model", type=Path, default=None, help="a GGUF file with the model's tokenizer: "
+                        "adds the draft-model sides (ours --draft-model, llama-server -md)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated subset of the sides")
+    parser.add_argument("--sides", default=None, help="comma-separated subset of the sides (default: all)")
     parser.add_argument("--no-contention", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     model = args.model or locate_smollm2()
     if not LLAMA_SERVER.exists():
         sys.exit(f"llama-server is not built: run `make llama-server` first ({LLAMA_SERVER})")
-    sides = [s.strip() for s in args.sides.split(",")]
+    all_sides = {**SIDES, **(draft_sides(args.draft_model) if args.draft_model else {})}
+    sides = [s.strip() for s in args.sides.split(",")] if args.sides else list(all_sides)
+    unknown = [s for s in sides if s not in all_sides]
+    if unknown:
+        sys.exit(f"unknown sides {unknown}; choose from {list(all_sides)} (the draft ones need --draft-model)")
     loads = [os.getloadavg()[0]]
     foreign: list[float] = []
     tps: dict[tuple[str, str], list[float]] = {}
@@ -167,7 +187,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         order = sides[repeat % len(sides):] + sides[:repeat % len(sides)]
         for side in order:
-            kind, extra = SIDES[side]
+            kind, extra = all_sides[side]
             port = free_port()
             with ServerProcess(kind, command(kind, model, port, extra), port, model) as server:
                 measure(server, SHORT[:2], True, 8, True)  # warm-up
@@ -198,23 +218,26 @@ def main() -> None:
     names = list(workloads(args.max_tokens))
     best_llama = {n: max((s for s in sides if s.startswith("llama")), key=lambda s: median(tps[(s, n)]))
                   for n in names} if any(s.startswith("llama") for s in sides) else {}
+    spec = [s for s in OURS_SPECULATIVE if s in sides]
     rows = []
     for name in names:
         row = [name] + [cell(tps[(s, name)]) for s in sides]
-        if "ours off" in sides and "ours ngram" in sides:
-            row.append(ratio(tps[("ours off", name)], tps[("ours ngram", name)]))
-        if best_llama and "ours ngram" in sides:
+        if "ours off" in sides:
+            row += [ratio(tps[("ours off", name)], tps[(s, name)]) for s in spec]
+        if best_llama and spec:
             best = best_llama[name]
-            ours = max(("ours off", "ours ngram"), key=lambda s: median(tps[(s, name)])) \
-                if name.startswith("short") else "ours ngram"
-            row.append(f"{ratio(tps[(best, name)], tps[(ours, name)])} vs {best}")
-        same = all(a == b for a, b in zip(answers.get(("ours off", name), []), answers.get(("ours ngram", name), [])))
+            candidates = [s for s in sides if s.startswith("ours")] if name.startswith("short") else spec
+            ours = max(candidates, key=lambda s: median(tps[(s, name)]))
+            row.append(f"{ratio(tps[(best, name)], tps[(ours, name)])} ({ours} vs {best})")
         off = answers.get(("ours off", name), [])
-        row.append(("yes" if same else "NO") + (" (off itself: " + ("stable" if all(t == off[0] for t in off)
-                                                                     else "varies") + " across repeats)"))
+        for s in spec:
+            same = all(a == b for a, b in zip(off, answers.get((s, name), [])))
+            row.append("yes" if same else "NO")
+        row.append("stable" if all(t == off[0] for t in off) else "varies")
         rows.append("| " + " | ".join(row) + " |")
-    head = ["workload"] + [f"{s} tok/s" for s in sides] + ["ours ngram / off", "ours / llama-server's best",
-                                                               "ours: same text on/off"]
+    head = (["workload"] + [f"{s} tok/s" for s in sides] + [f"{s} / off" for s in spec if "ours off" in sides]
+            + (["ours / llama-server's best"] if best_llama and spec else [])
+            + [f"{s}: same text as off" for s in spec] + ["off's text across repeats"])
     lines = [
         "## Speculative decoding over HTTP: `slm serve` vs llama-server (`benchmarks/speculative.py`)",
         "",
@@ -225,7 +248,9 @@ def main() -> None:
         "ours with speculation on (the short prompts: our better side) against the fastest llama-server "
         f"mode on that workload. Load average (1 min) over the run: {', '.join(f'{x:.1f}' for x in loads)}; each "
         f"measurement waited for a quiet CPU and was redone while other processes took over "
-        f"{FOREIGN_CPU_LIMIT:.0%} of it (their share, median {median(foreign):.1%}, max {max(foreign):.1%}).",
+        f"{FOREIGN_CPU_LIMIT:.0%} of it (their share, median {median(foreign):.1%}, max {max(foreign):.1%})."
+        + (f" Draft model: {args.draft_model.name} (both servers; llama-server drafts up to {DRAFT_MAX} tokens)."
+           if args.draft_model else ""),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

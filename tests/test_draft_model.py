@@ -266,3 +266,22 @@ def test_tokenizers_must_agree_id_for_id():
 
     with pytest.raises(InvalidParameterError, match=r"token id 257 is '<\|end\|>' in the draft and '<\|eos\|>'"):
         check_same_tokenizer(ByteTokenizer(), Renamed(), target_name="t", draft_name="d")
+
+
+def test_the_final_timings_count_the_draft_the_request_ended_in():
+    def ending(tokens):
+        row = target(tokens)
+        if len(tokens) > 60:
+            row[257] += 50.0  # <|eos|>, inside a draft both models agree on
+        return row
+
+    runner = FakeRunner(ending, vocab_size=VOCAB, max_sequences=1, context_length=256)
+    engine = Engine(runner, ByteTokenizer(), draft_runner=FakeRunner(ending, vocab_size=VOCAB, max_sequences=1,
+                                                                     context_length=256), speculative="draft")
+    outs = []
+    engine.add_request(Request(list(PROMPTS[0]), SamplingParams(temperature=0, max_tokens=60), "r"), outs.append)
+    engine.run_until_done()
+    timings = outs[-1].timings
+    assert outs[-1].finish_reason == "stop" and outs[-2].token_ids == [257]
+    assert (timings.drafted_tokens, timings.accepted_tokens) == (engine.stats.drafted, engine.stats.accepted)
+    assert timings.accepted_tokens > 0 and timings.draft_seconds == pytest.approx(engine.stats.draft_seconds)

@@ -241,3 +241,18 @@ def test_server_with_the_openai_client(slmkit_home, q8_path, server):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="smollm2", messages=messages, extra_body={"speculative": "draft"})
     assert caught.value.body["param"] == "speculative" and "needs a draft model" in caught.value.body["message"]
+
+
+def test_torch_engine_drafts_too(smollm2_path):
+    """The torch runner (SmolLM2's GGUF dequantized into our own model) as target and drafter."""
+    from slmkit import LLM
+
+    with LLM(str(smollm2_path), backend="torch", context_length=512, max_sequences=1,
+             draft_model=str(smollm2_path)) as spec:
+        assert type(spec.draft.runner).__name__ == "TorchRunner"
+        prompt = spec.encode_prompt(spec.apply_chat_template([{"role": "user", "content": "Repeat exactly: "
+                                                               "one two three, one two three."}]))
+        params = GREEDY.updated(max_tokens=16)
+        out = spec.generate(prompt, params)
+        assert out.timings.drafted_tokens > 0 and out.timings.accepted_tokens > 0
+        assert out.token_ids == spec.generate(prompt, params.updated(speculative="off")).token_ids

@@ -240,7 +240,7 @@ def test_proposer_finds_the_latest_earlier_match_and_draft_length_adapts_k():
     length.record(8, 2)
     assert length.k == 3
     length.record(3, 0)
-    assert length.k == 1 and (length.drafted, length.accepted) == (15, 6)
+    assert length.k == 1
     # Nothing accepted: skip 1 proposal, then (after another miss) 2, ...; an accept resets it.
     assert length.take(0) == 0  # nothing may be drafted: not a skipped proposal
     assert [length.take(8), length.take(8)] == [0, 1]

@@ -60,6 +60,8 @@ class _Active:
     first_token_at: float | None = None
     kv_length: int | None = None  # the runner's KV length while a draft's rejected tail is in it
     draft_seconds: float = 0.0  # its share of the draft model's time (split evenly per draft step)
+    drafted: int = 0  # its speculated tokens verified, and of them accepted (its final Timings)
+    accepted: int = 0
 
     @property
     def plain_greedy(self) -> bool:
@@ -258,12 +260,14 @@ class Engine:
         seq.num_computed = known
         active.kv_length = known + len(draft)
         accepted = 0
+        active.drafted += len(draft)  # counted before any token goes out: the request may end on one
         try:
             for i, row in enumerate(rows):
                 token, hit = self._pick(active, row, draft[i] if i < len(draft) else None)
                 seq.num_computed = known + i + hit  # a hit's KV is already in the runner
                 logprob = None if seq.params.logprobs is None else _token_logprob(row, token, seq.params.logprobs)
                 accepted += hit
+                active.accepted += hit
                 self._on_token(active, token, logprob)
                 if not hit or seq.request_id not in self._active:
                     break
@@ -408,8 +412,7 @@ class Engine:
             request_id=seq.request_id, usage=Usage(seq.num_prompt, seq.num_generated, seq.num_cached),
             timings=Timings(prefill_seconds=first - active.started, decode_seconds=now - first,
                             time_to_first_token=first - active.started,
-                            drafted_tokens=active.draft_length.drafted if active.draft_length else 0,
-                            accepted_tokens=active.draft_length.accepted if active.draft_length else 0,
+                            drafted_tokens=active.drafted, accepted_tokens=active.accepted,
                             draft_seconds=active.draft_seconds),
             error=error, stop_sequence=active.text.matched_stop if reason == "stop" else None,
         ))

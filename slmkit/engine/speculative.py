@@ -34,8 +34,6 @@ class DraftLength:
 
     max_draft: int = limits.DEFAULT_DRAFT_TOKENS
     k: int = 4
-    drafted: int = 0
-    accepted: int = 0
     _backoff: int = 0  # after a draft with nothing accepted: proposals to skip, doubling each time
     _skip: int = 0
 
@@ -54,8 +52,6 @@ class DraftLength:
 
     def record(self, drafted: int, accepted: int) -> None:
         """Adapt k: grow while whole drafts are accepted, shrink to just past what was."""
-        self.drafted += drafted
-        self.accepted += accepted
         if drafted == 0:
             return
         if accepted == drafted:
