@@ -285,3 +285,19 @@ def test_the_final_timings_count_the_draft_the_request_ended_in():
     assert outs[-1].finish_reason == "stop" and outs[-2].token_ids == [257]
     assert (timings.drafted_tokens, timings.accepted_tokens) == (engine.stats.drafted, engine.stats.accepted)
     assert timings.accepted_tokens > 0 and timings.draft_seconds == pytest.approx(engine.stats.draft_seconds)
+
+
+@pytest.mark.parametrize("kind", ["transformers", "ortgenai"])
+def test_a_draft_model_on_an_engine_that_cannot_draft_is_refused_before_it_loads(tmp_path, kind):
+    from slmkit.backends.draft import load_draft_model
+    from slmkit.backends.loading import BackendOptions
+
+    folder = tmp_path / kind
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2"}')
+    if kind == "ortgenai":
+        (folder / "genai_config.json").write_text("{}")
+    with pytest.raises(InvalidParameterError, match=f"draft_model: d runs on the {kind} engine; a draft model "
+                                                    "runs on llamacpp or torch"):
+        load_draft_model("d", folder, BackendOptions(), target_name="t", target_tokenizer=ByteTokenizer(),
+                         target_runner=FakeRunner(target, vocab_size=VOCAB))

@@ -190,6 +190,9 @@ def test_a_draft_model_with_another_tokenizer_is_refused(slmkit_home, smollm2_pa
 def test_cli_flag_and_its_errors(slmkit_home):
     from test_cli import assert_one_line_error, slm
 
+    from slmkit.store.store import ModelStore
+
+    ModelStore(progress=False).resolve("gemma3-270m:original")  # assembled now, not inside a command below
     prompt = "Repeat exactly: red green blue, red green blue."
     args = ["generate", "smollm2:original", prompt, "-n", "16", "--temperature", "0"]
     plain = slm(*args)
@@ -202,6 +205,11 @@ def test_cli_flag_and_its_errors(slmkit_home):
     assert_one_line_error(slm("serve", "--draft-model", "smollm2:original"), "--draft-model", "--model")
     assert_one_line_error(slm("serve", "--model", "smollm2:original", "--draft-model", "gemma3-270m:original"),
                           "--draft-model: gemma3-270m:original has a vocabulary of 262144 tokens")
+    assert_one_line_error(slm("serve", "--model", "smollm2:original", "--backend", "vllm", "--draft-model",
+                              "smollm2:original"), "--draft-model: --backend vllm runs vLLM's own engine")
+    assert_one_line_error(slm("serve", "--model", "smollm2:original", "--draft-model", "github:Phi-3.5-mini-instruct"),
+                          "--draft-model", "is a provider model")
+    assert_one_line_error(slm(*args, "--draft-model", "no-such-model"), "no-such-model")
 
 
 def test_server_with_the_openai_client(slmkit_home, q8_path, server):
