@@ -39,10 +39,12 @@ class ServerContext:
     async def chat(self, served: ServedModel | RemoteModel, messages: list[Message], params: SamplingParams, *,
                    asked_max_tokens: int | None, max_tokens_param: str) -> AsyncIterator[RequestOutput]:
         """One answer's deltas, from a local model or forwarded to a provider. What cannot run
-        (too long, queue full, images for a text model) is refused here, before a response starts."""
+        (too long, queue full, images for a text model) is refused here, before a response starts.
+        The tools the model may call go into the prompt as /v1/chat/completions puts them."""
         if isinstance(served, RemoteModel):
             return await served.chat(messages, params)
-        prompt = await served.encode_chat(messages)  # images too, as /v1/chat/completions has them
+        tools = params.tools if params.structure.calls_tools else []
+        prompt = await served.encode_chat(messages, tools=tools)  # images too, as /v1/chat/completions has them
         served.check_fits(len(prompt.token_ids), asked_max_tokens, max_tokens_param=max_tokens_param)
         served.admit(prompt.token_ids, params, self.config.max_queue)
         return self.stream(served, prompt.token_ids, params, prompt.embeddings)

@@ -82,6 +82,16 @@ def parse_model(model: type[M], data: Any) -> M:
         raise InvalidParameterError(loc or "body", f"{err['msg']} (got {_short(err.get('input'))})") from None
 
 
+def parse_nested(model: type[M], data: Any, where: str, sep: str = ".") -> M:
+    """`parse_model` for one part of a body (a tool, an input item): problems name `where` first."""
+    if not isinstance(data, dict):
+        raise InvalidParameterError(where, f"must be an object, got {_short(data)}")
+    try:
+        return parse_model(model, data)
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(where if exc.param == "body" else f"{where}{sep}{exc.param}", exc.detail) from None
+
+
 # pydantic names the union member it tried in an error's location ("stop.list[str]"): not a field.
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|function-.*|[A-Z]\w*)$")
 
