@@ -107,8 +107,12 @@ def checked_json_schema(schema: Any, param: str, *, strict: bool = True) -> Any:
     followed is refused under the caller's own name for the field (`param`). Without `strict`,
     keywords the grammar cannot enforce are ignored (best effort); with it they are refused, as
     OpenAI's strict mode refuses schemas it cannot guarantee."""
-    if isinstance(schema, dict) and not strict:
-        schema = {**schema, "x-guidance": {"lenient": True, **schema.get("x-guidance", {})}}
+    if isinstance(schema, dict):
+        options = schema.get("x-guidance", {})
+        if not isinstance(options, dict):
+            raise InvalidParameterError(param, "x-guidance must be an object of llguidance options")
+        if not strict:
+            schema = {**schema, "x-guidance": {"lenient": True, **options}}
     _validated(json_schema_grammar(schema, param), param)
     return schema
 
