@@ -152,6 +152,15 @@ def test_tool_results_as_text_and_as_errors(client):
     assert counted.input_tokens > bare.input_tokens + 50  # the tools' description is part of the prompt
 
 
+def test_a_call_cut_by_max_tokens_stops_with_max_tokens(client):
+    cut = create(client, tool_choice=ONE_CALL).usage.output_tokens - 3  # stops inside the input
+    whole = create(client, max_tokens=cut, tool_choice=ONE_CALL)
+    assert whole.stop_reason == "max_tokens" and not tool_uses(whole)  # half a call is not a call to run
+    events = list(create(client, max_tokens=cut, tool_choice=ONE_CALL, stream=True))
+    assert events[-2].delta.stop_reason == "max_tokens"
+    assert [e.content_block.type for e in events if e.type == "content_block_start"] == ["tool_use"]
+
+
 class Country(pydantic.BaseModel):
     """Bounded fields: the weak model cannot loop inside them (an unbounded integer it can)."""
 

@@ -67,3 +67,10 @@ def test_provider_calls_arrive_parsed_on_the_last_delta():
     assert blocks.calls == [ToolCall("call_x", "add", '{"a": 1, "b": 2}')]  # the provider's id is kept
     done = Completion(text="Checking.", finish_reason="tool_calls", tool_calls=[ToolCall("call_x", "add", "{}")])
     assert split_whole(done, True) == ("Checking.", [ToolCall("call_x", "add", "{}")])
+
+
+def test_a_call_cut_short_while_streaming_is_marked_incomplete():
+    blocks = ReplyBlocks(calls_tools=True)
+    events = feed_all(blocks, [CALL, CALL[:46]], finish="length")  # into the arguments
+    assert shape(events)[-2:] == [("open", 1, "call"), ("close", 1, "call")]
+    assert [b.complete for b in blocks.blocks] == [True, False] and len(blocks.calls) == 1

@@ -133,6 +133,17 @@ def test_tool_choice_none_and_auto(client):
     assert [(c.name, c.arguments) for c in calls(streamed)] == [(c.name, c.arguments) for c in calls(whole)]
 
 
+def test_a_call_cut_by_max_output_tokens_is_incomplete(client):
+    full = create(client, tool_choice="required", parallel_tool_calls=False)
+    cut = full.usage.output_tokens - 3  # stops inside the arguments
+    whole = create(client, tool_choice="required", max_output_tokens=cut)
+    assert whole.status == "incomplete" and not calls(whole)  # half a call is not a call to run
+    events = list(create(client, tool_choice="required", max_output_tokens=cut, stream=True))
+    final = events[-1].response
+    assert events[-1].type == "response.incomplete" and [c.status for c in calls(final)] == ["incomplete"]
+    assert final.output_text == ""
+
+
 class Country(pydantic.BaseModel):
     """Bounded fields: the weak model cannot loop inside them (an unbounded integer it can)."""
 

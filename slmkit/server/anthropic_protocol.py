@@ -89,7 +89,7 @@ class ToolResultBlock(_Strict):
                     raise InvalidParameterError(f"{where}.content.{i}", "images in tool results are not supported "
                                                 "here; return text")
             text = "\n".join(block.text for block in self.content)
-        # The model reads a failure as the tool's own words would say it.
+        # Chat templates have no error flag for a tool message: the text says it.
         return Message("tool", f"Error: {text}" if self.is_error else text, tool_call_id=self.tool_use_id)
 
 

@@ -50,6 +50,11 @@ class ReplySplitter:
         """Whether the reply has started a call so far."""
         return self._provider_calls > 0 or bool(self._stream is not None and self._stream.calls)
 
+    @property
+    def in_call(self) -> bool:
+        """Whether the last call is still open (its closing tag not yet written)."""
+        return self._stream is not None and len(self._stream.completed) < len(self._stream.calls)
+
 
 @dataclass
 class Block:
@@ -59,6 +64,7 @@ class Block:
     kind: Literal["text", "call"]
     text: str = ""
     call: ToolCall | None = None
+    complete: bool = True  # False for a call cut short (max_tokens, an error)
 
 
 @dataclass
@@ -92,7 +98,8 @@ class ReplyBlocks:
 
     @property
     def calls(self) -> list[ToolCall]:
-        return [b.call for b in self.blocks if b.call is not None]
+        """The complete calls (one cut short is not a call to run)."""
+        return [b.call for b in self.blocks if b.call is not None and b.complete]
 
     def start(self) -> list[BlockEvent]:
         return [] if self.calls_tools else self._begin("text")
@@ -114,6 +121,8 @@ class ReplyBlocks:
 
     def finish(self) -> list[BlockEvent]:
         events = [] if self.blocks else self._begin("text")
+        if self._open is not None and self._open.kind == "call" and self._splitter.in_call:
+            self._open.complete = False
         return events + self._close()
 
     def _begin(self, kind: Literal["text", "call"], call: ToolCall | None = None) -> list[BlockEvent]:

@@ -125,6 +125,7 @@ class _Answer:
         item_id = self.item_id(block.index, block.kind)
         opening = status == "in_progress"  # its arguments / text follow as deltas
         if block.kind == "call":
+            status = status if block.complete else "incomplete"
             return {"type": "function_call", "id": item_id, "call_id": block.call.id, "name": block.call.name,
                     "arguments": "" if opening else block.call.arguments, "status": status}
         content = [] if opening else [_text_part(block.text)]
@@ -134,7 +135,7 @@ class _Answer:
         body = self.body("completed", [self.item(b, "completed") for b in blocks], done)
         if self.req.store is not False:
             text = "".join(b.text for b in blocks if b.kind == "text")
-            calls = [b.call for b in blocks if b.call is not None]
+            calls = [b.call for b in blocks if b.call is not None and b.complete]
             self.ctx.conversations.put(self.id, [*self.turn, Message("assistant", text, tool_calls=calls)], body)
         return body
 
