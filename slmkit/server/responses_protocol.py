@@ -13,7 +13,7 @@ send that change nothing on a local server (``store`` aside, which decides wheth
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
@@ -28,6 +28,9 @@ from slmkit.types import ContentPart, ImagePart, Message, SamplingParams, TextPa
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class InputText(_Strict):
@@ -152,9 +155,15 @@ class TextConfig(BaseModel):
     verbosity: str | None = None
 
 
+def _as(model: type[M], item: M | dict[str, Any], where: str) -> M:
+    return item if isinstance(item, model) else parse_nested(model, item, where)
+
+
 class ResponseRequest(_Strict):
     model: str
-    input: Union[str, list[dict[str, Any]]]  # items checked one by one, by type (`input_messages`)
+    # The item types are listed for the API's schema; a dict that fits none is checked by its type
+    # in `input_messages`, for an error that names what is wrong with it.
+    input: Union[str, list[Union[InputMessage, FunctionCallItem, FunctionCallOutputItem, dict[str, Any]]]]
     instructions: str | None = None
     max_output_tokens: JsonInt | None = Field(None, ge=1, le=limits.MAX_TOKENS_LIMIT)
     temperature: float | None = Field(None, ge=0, le=limits.TEMPERATURE_MAX)
@@ -205,9 +214,11 @@ class ResponseRequest(_Strict):
         messages: list[Message] = []
         for i, item in enumerate(self.input):
             where = f"input[{i}]"
-            kind = item.get("type") if isinstance(item, dict) else None
-            if kind == "function_call":
-                call = parse_nested(FunctionCallItem, item, where).to_call(where)
+            kind = item.get("type") if isinstance(item, dict) else item.type
+            if isinstance(item, InputMessage):
+                messages.append(item.to_message(i))
+            elif kind == "function_call":
+                call = _as(FunctionCallItem, item, where).to_call(where)
                 called.add(call.id)
                 if messages and messages[-1].role == "assistant":  # parallel calls: one assistant turn
                     last = messages[-1]
@@ -215,7 +226,7 @@ class ResponseRequest(_Strict):
                 else:
                     messages.append(Message("assistant", "", tool_calls=[call]))
             elif kind == "function_call_output":
-                output = parse_nested(FunctionCallOutputItem, item, where)
+                output = _as(FunctionCallOutputItem, item, where)
                 if output.call_id not in called:
                     raise InvalidParameterError(f"{where}.call_id", f"no function_call with call_id "
                                                 f"{output.call_id!r} before this output")
