@@ -79,6 +79,9 @@ def test_a_forced_call_and_its_result_round_trip_like_chat_completions(client, o
     assert final.stop_reason in ("end_turn", "max_tokens")
     assert final.usage.input_tokens + final.usage.cache_read_input_tokens == same.usage.prompt_tokens
     assert final.content[0].text == same.choices[0].message.content
+    with client.messages.stream(model="smollm2", max_tokens=30, messages=history, tools=TOOLS, extra_body=GREEDY,
+                                tool_choice={"type": "none"}) as stream:
+        assert "".join(stream.text_stream) == final.content[0].text
 
 
 def test_streamed_call_events_join_to_the_whole_call(client):

@@ -73,6 +73,8 @@ def test_a_forced_call_and_its_output_round_trip_like_chat_completions(client):
     assert not calls(final) and final.output_text.strip()
     assert final.usage.input_tokens == same.usage.prompt_tokens
     assert final.output_text == same.choices[0].message.content
+    streamed = create(client, input=items, tool_choice="none", max_output_tokens=30, stream=True)
+    assert "".join(e.delta for e in streamed if e.type == "response.output_text.delta") == final.output_text
     # The same turn through previous_response_id: the stored answer holds the call.
     chained = create(client, input=[output], previous_response_id=called.id, tool_choice="none",
                      max_output_tokens=30)
@@ -181,6 +183,7 @@ CALL = {"type": "function_call", "call_id": "call_1", "name": "add", "arguments"
 
 @pytest.mark.parametrize("changes,param", [
     ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
+    ({"tools": [{"name": "f"}]}, "tools[0].type"),
     ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
     ({"tools": [{"type": "function", "name": "f", "parameters": {"type": "nonsense"}}]}, "tools[0].parameters"),
     ({"tools": [{"type": "function", "name": "bad name!"}]}, "tools[0].name"),

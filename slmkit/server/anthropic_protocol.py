@@ -242,7 +242,7 @@ class MessagesRequest(_Strict):
         tools = []
         for i, raw in enumerate(self.tools or []):
             where = f"tools.{i}"
-            kind = raw.get("type") if isinstance(raw, dict) else None
+            kind = raw.get("type")
             if kind not in (None, "custom"):
                 raise InvalidParameterError(f"{where}.type", f"{kind!r} is a server tool, which Anthropic runs "
                                             "itself; this server takes client tools (name, description, "

@@ -248,7 +248,10 @@ class ResponseRequest(_Strict):
         tools = []
         for i, raw in enumerate(self.tools or []):
             where = f"tools[{i}]"
-            kind = raw.get("type") if isinstance(raw, dict) else None
+            kind = raw.get("type")
+            if kind is None:
+                raise InvalidParameterError(f"{where}.type", "required field is missing (\"function\" for a "
+                                            "function tool)")
             if kind != "function":
                 raise InvalidParameterError(f"{where}.type", f"{kind!r} is a built-in tool OpenAI runs itself; "
                                             "this server takes function tools (type 'function') that your "
