@@ -13,7 +13,7 @@ import numpy as np
 from slmkit import limits
 from slmkit.errors import InvalidParameterError
 from slmkit.messages import (  # noqa: F401 - re-exported: `from slmkit.types import Message` stays valid
-    IMAGE_DETAILS, ContentPart, ImagePart, Message, TextPart, ToolCall, image_media_type, refuse_images)
+    ContentPart, ImagePart, Message, TextPart, ToolCall, image_media_type, refuse_images)
 from slmkit.structure import Structure, Tool
 
 LogitsProcessor = Callable[[Sequence[int], np.ndarray], np.ndarray]
