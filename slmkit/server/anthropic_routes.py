@@ -17,9 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from slmkit.errors import InvalidRequestError, SlmkitError
-from slmkit.server.context import ServerContext
+from slmkit.server.context import ctx_of
 from slmkit.server.generation import Completion, collect, new_id
-from slmkit.server.http import anthropic_error_body, parse_model, read_json, sse, unless_client_leaves
+from slmkit.server.http import SSE_HEADERS, anthropic_error_body, parse_model, read_json, sse, unless_client_leaves
 from slmkit.server.anthropic_protocol import MessagesRequest
 from slmkit.server.openapi import request_body
 from slmkit.server.remote import RemoteModel
@@ -28,12 +28,7 @@ from slmkit.types import RequestOutput, ToolCall, Usage
 
 router = APIRouter()
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 TOOL_USE_ID_PREFIX = "toolu"  # Anthropic's call ids: toolu_...
-
-
-def ctx_of(request: Request) -> ServerContext:
-    return request.app.state.ctx
 
 
 @router.post("/v1/messages", openapi_extra=request_body(MessagesRequest))

@@ -6,6 +6,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Sequence
 
+from fastapi import Request
+
 from slmkit import __version__
 from slmkit.backends.base import EmbeddingSpan
 from slmkit.errors import ModelNotFoundError
@@ -108,3 +110,8 @@ class ServerContext:
             cards.append({"id": self.embedding_model_name, "object": "model", "created": 0, "owned_by": "slmkit",
                           "capabilities": ["embedding"]})
         return cards
+
+
+def ctx_of(request: Request) -> ServerContext:
+    """The server's context, as a route reaches it."""
+    return request.app.state.ctx

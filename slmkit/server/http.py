@@ -154,6 +154,9 @@ def error_response(path: str, exc: SlmkitError) -> JSONResponse:
     return shapes.get(api_of(path), openai_error)(exc)
 
 
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of a stream
+
+
 def sse(data: Any, event: str | None = None) -> str:
     """One server-sent event; ``event`` names it (the Responses and Anthropic streams do)."""
     head = f"event: {event}\n" if event else ""

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, SlmkitError
-from slmkit.server.context import ServerContext
+from slmkit.server.context import ServerContext, ctx_of
 from slmkit.server.generation import Completion, collect, new_id, seeds_for
 from slmkit.server.openapi import request_body
-from slmkit.server.http import parse_model, read_json, sse, unless_client_leaves
+from slmkit.server.http import SSE_HEADERS, parse_model, read_json, sse, unless_client_leaves
 from slmkit.server.models import ServedModel
 from slmkit.server.remote import RemoteModel
 from slmkit.server.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -26,12 +26,6 @@ from slmkit.types import RequestOutput, TokenLogprob
 
 router = APIRouter()
 log = logging.getLogger("slmkit.server")
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def ctx_of(request: Request) -> ServerContext:
-    return request.app.state.ctx
 
 
 # -- models -------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, SlmkitError
-from slmkit.server.context import ServerContext
+from slmkit.server.context import ServerContext, ctx_of
 from slmkit.server.generation import Completion, collect, new_id
-from slmkit.server.http import parse_model, read_json, sse, unless_client_leaves
+from slmkit.server.http import SSE_HEADERS, parse_model, read_json, sse, unless_client_leaves
 from slmkit.server.openapi import request_body
 from slmkit.server.replies import Block, BlockEvent, ReplyBlocks, split_whole
 from slmkit.server.responses_protocol import ResponseRequest
@@ -30,12 +30,6 @@ from slmkit.structure import Tool
 from slmkit.types import Message, RequestOutput, SamplingParams, Usage
 
 router = APIRouter()
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def ctx_of(request: Request) -> ServerContext:
-    return request.app.state.ctx
 
 
 @router.post("/v1/responses", openapi_extra=request_body(ResponseRequest))
