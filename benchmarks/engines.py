@@ -246,8 +246,9 @@ def available_memory() -> int:
 
 
 # -- the whole run -----------------------------------------------------------------------------
-def bench_model(store, name: str, folder: Path, args, bandwidth: float, *, memory_guard: bool):
-    rows = []
+def bench_model(store, key: str, name: str, folder: Path, args, bandwidth: float, *, memory_guard: bool) -> None:
+    """Measure each engine on one model; every row is kept as soon as it exists (a long run that
+    stops half-way keeps what it measured)."""
     for engine in ENGINES:
         if args.only and engine[0] not in args.only:
             continue
@@ -255,25 +256,25 @@ def bench_model(store, name: str, folder: Path, args, bandwidth: float, *, memor
         if memory_guard:
             need = MEMORY_PER_PARAMETER[label] * PHI35_PARAMETERS
             if available_memory() < need:
-                rows.append((label, None, None, f"skipped: needs ~{need / 1e9:.0f} GB, {available_memory() / 1e9:.0f} GB free"))
-                print(rows[-1], flush=True)
+                remember(key, [(label, None, None, f"skipped: needs ~{need / 1e9:.0f} GB, "
+                                                   f"{available_memory() / 1e9:.0f} GB free (RAM + swap)")])
+                print(recalled(key)[-1], flush=True)
                 continue
         try:
             path = convert_all(store, name, folder, [engine])[label]
         except Exception as exc:  # noqa: BLE001 - one failing conversion is a row, not the end of the run
-            rows.append((label, None, None, f"conversion failed: {str(exc)[:160]}"))
-            print(rows[-1], flush=True)
+            remember(key, [(label, None, None, f"conversion failed: {str(exc)[:160]}")])
+            print(label, "conversion failed:", exc, flush=True)
             continue
         size = weight_bytes(path, dtype)
         with quiet_section():  # teammates' work waits; then wait for the CPU itself
             wait_until_quiet(CONSOLE, args.max_wait)
             result = run_child("--measure", str(path), backend, dtype or "auto", str(args.threads), str(args.tokens))
-        rows.append((label, size, bandwidth / size, result))
+        remember(key, [(label, size, bandwidth / size, result)])
         print(label, result, flush=True)
         if fmt is not None and args.drop_over and size > args.drop_over * 1e9:
             store.remove(f"{name}-{fmt}-{precision}")  # disk: the fp32 exports are 15 GB each at 3.8B
             print(f"removed {name}-{fmt}-{precision} ({size / 1e9:.1f} GB) from the benchmark store", flush=True)
-    return rows
 
 
 RESULTS = WORK / "results.json"
@@ -350,11 +351,7 @@ def main() -> None:
 
     store = ModelStore(WORK / "store", progress=True)
     if args.report:  # the bandwidth measured with the kept rows
-        bandwidth = recalled("bandwidth") or read_bandwidth()
-        sections = table("SmolLM2-135M-Instruct (HF folder from the bundled GGUF)", recalled("smollm2"), bandwidth)
-        if recalled("phi35"):
-            sections += [""] + table("Random Phi-3.5-mini-shaped model (3.8B, bf16 source)", recalled("phi35"), bandwidth)
-        write_report(args, bandwidth, sections, recalled("og-engine"), recalled("ov-pipeline"))
+        report(args, recalled("bandwidth") or read_bandwidth())
         return
     bandwidth = recalled("bandwidth") if args.only else None
     if not bandwidth:
@@ -362,22 +359,32 @@ def main() -> None:
         remember("bandwidth", bandwidth)
     print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
     if not args.phi_only:
-        remember("smollm2", bench_model(store, "smollm2", smollm2_folder(), args, bandwidth, memory_guard=False))
+        bench_model(store, "smollm2", "smollm2", smollm2_folder(), args, bandwidth, memory_guard=False)
         # Each batching comparison needs its engine's conversion, which an --only run may not have made.
         for key, flag, model in (("og-engine", "--og-engine", "smollm2-onnx-int4"),
                                  ("ov-pipeline", "--ov-pipeline", "smollm2-openvino-fp32")):
             if store.manifest(model) is not None:
-                batching = run_child(flag, str(store.resolve(model).path), str(args.threads), "32")
+                with quiet_section():
+                    wait_until_quiet(CONSOLE, args.max_wait)
+                    batching = run_child(flag, str(store.resolve(model).path), str(args.threads), "32")
                 print(key, batching, flush=True)
                 remember(key, batching)
     if not args.no_phi:
-        remember("phi35", bench_model(store, "phi35-random", phi35_folder(), args, bandwidth, memory_guard=True))
-    batching = recalled("og-engine")
-    sections = table("SmolLM2-135M-Instruct (HF folder from the bundled GGUF)", recalled("smollm2"), bandwidth)
-    phi = recalled("phi35")
-    if phi:
-        sections += [""] + table("Random Phi-3.5-mini-shaped model (3.8B, bf16 source)", phi, bandwidth)
-    write_report(args, bandwidth, sections, batching, recalled("ov-pipeline"))
+        bench_model(store, "phi35", "phi35-random", phi35_folder(), args, bandwidth, memory_guard=True)
+    report(args, bandwidth)
+
+
+MODELS = [("smollm2", "SmolLM2-135M-Instruct (HF folder from the bundled GGUF)"),
+          ("phi35", "Random Phi-3.5-mini-shaped model (3.8B, bf16 source)")]
+
+
+def report(args, bandwidth: float) -> None:
+    """The section from every kept row: one table per model measured so far."""
+    sections: list[str] = []
+    for key, title in MODELS:
+        if recalled(key):
+            sections += ([""] if sections else []) + table(title, recalled(key), bandwidth)
+    write_report(args, bandwidth, sections, recalled("og-engine"), recalled("ov-pipeline"))
 
 
 def write_report(args, bandwidth: float, tables: list[str], batching, ov_batching=None) -> None:
