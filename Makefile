@@ -23,7 +23,7 @@ install: $(STAMP) browser
 # The playground tests drive a real headless Chromium: Debian's chromium and chromium-driver,
 # installed here when missing (as root, or with passwordless sudo). Where neither works the
 # browser tests skip and say so.
-APT_BROWSER := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
+APT_BROWSER := env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \

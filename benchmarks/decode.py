@@ -241,7 +241,8 @@ def markdown(results: list[Result], args: argparse.Namespace) -> str:
         f"`{r.path.name}` ({r.file_type}, {r.path.stat().st_size / 1e6:.0f} MB)" for r in results
     )
     return "\n".join([
-        "## Decode: `Generator` loop vs raw llama-cpp-python (`benchmarks/decode.py`)",
+        f"## Decode{'' if args.section == 'decode' else ' ' + results[0].path.name}: `Generator` loop vs raw "
+        "llama-cpp-python (`benchmarks/decode.py`)",
         "",
         f"- Date: {today()}; CPU: {cpu_model()}; threads: {args.threads}; "
         f"llama-cpp-python {version('llama-cpp-python')}",
@@ -274,6 +275,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=7, help="repetitions per loop (default 7)")
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
+    parser.add_argument("--section", default="decode",
+                        help="BENCHMARKS.md section to write: another model gets its own (e.g. decode-phi)")
     args = parser.parse_args()
     if args.tokens < 2 or args.reps < 1:
         parser.error("--tokens must be >= 2 and --reps >= 1")
@@ -306,7 +309,7 @@ def main() -> int:
                           f"< {GOAL}×")
 
     if not args.no_write:
-        console.print(f"wrote {write_section('decode', markdown(results, args))}")
+        console.print(f"wrote {write_section(args.section, markdown(results, args))}")
     return 0 if all(r.identical for r in results) else 1
 
 

@@ -34,10 +34,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rich.console import Console  # noqa: E402
+from _engine_models import PHI35_PARAMETERS, WORK, convert_all, phi35_folder, smollm2_folder  # noqa: E402
+from _quiet import FOREIGN_CPU_LIMIT, quiet_section, wait_until_quiet  # noqa: E402
 from _report import cpu_model, today, write_section  # noqa: E402
 
-WORK = Path.home() / ".cache" / "slmkit" / "bench-engines"
 PROMPT_TOKENS = 256
+CONSOLE = Console()
 # (label, convert format, precision, backend, torch dtype)
 ENGINES = [
     ("llama.cpp q4_k_m", "gguf", "int4", "llamacpp", None),
@@ -51,7 +54,6 @@ ENGINES = [
     ("torch fp32", None, None, "torch", "float32"),
     ("torch bf16", None, None, "torch", "bfloat16"),
 ]
-PHI35_PARAMETERS = 3.82e9
 # Bytes of RAM per parameter each engine (and, for ONNX, its builder, which loads the whole HF
 # model in fp32) needs, with some headroom: the Phi-sized rows run only when that much is free.
 # The ORT builder loads the checkpoint (bf16 here) and builds the whole fp32 graph before quantizing
@@ -63,103 +65,6 @@ MEMORY_PER_PARAMETER = {"llama.cpp q4_k_m": 0.75, "llama.cpp q8_0": 1.2, "ORT Ge
                         "torch fp32": 4.4, "torch bf16": 2.3,
                         # mlx-lm's converter casts the whole model to fp32 before quantizing or saving it.
                         "MLX int4": 4.8, "MLX fp32": 4.8}
-PHI35_MINI = dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
-                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=131072,
-                  original_max_position_embeddings=4096, bos_token_id=1, eos_token_id=32000, pad_token_id=32000)
-
-
-# -- preparing the models ----------------------------------------------------------------------
-def smollm2_folder() -> Path:
-    folder = WORK / "smollm2-hf"
-    if (folder / "config.json").is_file():
-        return folder
-    import transformers
-
-    from slmkit.store.bundled import locate_smollm2
-
-    gguf = locate_smollm2()
-    print("SmolLM2: transformers reads the bundled GGUF (gguf_file=) and saves a HF folder", flush=True)
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # transformers marks a GGUF-read model as quantized and refuses to save it; its weights are
-    # plain dequantized fp32, so a fresh model of the same config takes them and saves.
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def phi35_folder() -> Path:
-    """Random weights of Phi-3.5-mini's shape, one safetensors shard per layer (bf16), plus the
-    tiny test tokenizer padded into the real 32064-row vocabulary."""
-    folder = WORK / "phi35-mini-random"
-    if (folder / "model.safetensors.index.json").is_file():
-        return folder
-    import torch
-    import transformers
-    from safetensors.torch import save_file
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from hf_fixtures import SPECIALS, train_sentencepiece
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 4096,
-            "short_factor": [1.0 + i / 48 for i in range(48)], "long_factor": [1.0 + i / 4 for i in range(48)]}
-    config = transformers.Phi3Config(**PHI35_MINI, rope_parameters=rope)
-    config.architectures = ["Phi3ForCausalLM"]
-    config.save_pretrained(folder)
-    h, inter, vocab = config.hidden_size, config.intermediate_size, config.vocab_size
-    generator = torch.Generator().manual_seed(0)
-
-    def rand(*shape):
-        return (torch.randn(*shape, generator=generator) * 0.02).to(torch.bfloat16)
-
-    weight_map = {}
-    shards = [("embed", {"model.embed_tokens.weight": rand(vocab, h)})]
-    for i in range(config.num_hidden_layers):
-        p = f"model.layers.{i}."
-        shards.append((f"layer{i}", {p + "self_attn.qkv_proj.weight": rand(3 * h, h), p + "self_attn.o_proj.weight": rand(h, h),
-                                     p + "mlp.gate_up_proj.weight": rand(2 * inter, h), p + "mlp.down_proj.weight": rand(h, inter),
-                                     p + "input_layernorm.weight": torch.ones(h, dtype=torch.bfloat16),
-                                     p + "post_attention_layernorm.weight": torch.ones(h, dtype=torch.bfloat16)}))
-    shards.append(("head", {"model.norm.weight": torch.ones(h, dtype=torch.bfloat16), "lm_head.weight": rand(vocab, h)}))
-    for n, (name, tensors) in enumerate(shards):
-        file = f"model-{n + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(tensors, str(folder / file), metadata={"format": "pt"})
-        weight_map.update({key: file for key in tensors})
-        print(f"\rwriting random Phi-3.5-mini shards {n + 1}/{len(shards)}", end="", flush=True)
-    print()
-    tokenizer_dir = folder / "tok"
-    train_sentencepiece(tokenizer_dir)
-    tokenizer = transformers.LlamaTokenizer.from_pretrained(tokenizer_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIALS})
-    tokenizer.save_pretrained(folder)
-    (folder / "tokenizer.model").write_bytes((tokenizer_dir / "tokenizer.model").read_bytes())
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return folder
-
-
-def convert_all(store, name: str, folder: Path, engines) -> dict[str, Path]:
-    from slmkit.store.convert import convert_into_store
-
-    paths = {}
-    for label, fmt, precision, _backend, _dtype in engines:
-        if fmt is None:
-            paths[label] = folder
-            continue
-        out = f"{name}-{fmt}-{precision}"
-        if store.manifest(out) is None:
-            started = time.perf_counter()
-            convert_into_store(store, str(folder), fmt, precision, name=out)
-            print(f"converted {name} to {fmt} {precision} in {time.perf_counter() - started:.0f} s", flush=True)
-        paths[label] = store.resolve(out).path
-    return paths
-
 
 def weight_bytes(path: Path, dtype: str | None) -> int:
     if path.is_file():
@@ -326,16 +231,24 @@ def run_child(*args: str, timeout: int = 1800) -> dict | str:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def available_memory() -> int:
+def meminfo(key: str) -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
     return 0
 
 
+def available_memory() -> int:
+    """RAM a conversion can take, swap included: the converters' peak (ORT's builder and
+    optimum-intel hold an fp32 copy of the model beside their output) is a one-off that may page;
+    the measured engines themselves fit in RAM."""
+    return meminfo("MemAvailable") + meminfo("SwapFree")
+
+
 # -- the whole run -----------------------------------------------------------------------------
-def bench_model(store, name: str, folder: Path, args, bandwidth: float, *, memory_guard: bool):
-    rows = []
+def bench_model(store, key: str, name: str, folder: Path, args, bandwidth: float, *, memory_guard: bool) -> None:
+    """Measure each engine on one model; every row is kept as soon as it exists (a long run that
+    stops half-way keeps what it measured)."""
     for engine in ENGINES:
         if args.only and engine[0] not in args.only:
             continue
@@ -343,20 +256,25 @@ def bench_model(store, name: str, folder: Path, args, bandwidth: float, *, memor
         if memory_guard:
             need = MEMORY_PER_PARAMETER[label] * PHI35_PARAMETERS
             if available_memory() < need:
-                rows.append((label, None, None, f"skipped: needs ~{need / 1e9:.0f} GB, {available_memory() / 1e9:.0f} GB free"))
-                print(rows[-1], flush=True)
+                remember(key, [(label, None, None, f"skipped: needs ~{need / 1e9:.0f} GB, "
+                                                   f"{available_memory() / 1e9:.0f} GB free (RAM + swap)")])
+                print(recalled(key)[-1], flush=True)
                 continue
         try:
             path = convert_all(store, name, folder, [engine])[label]
         except Exception as exc:  # noqa: BLE001 - one failing conversion is a row, not the end of the run
-            rows.append((label, None, None, f"conversion failed: {str(exc)[:160]}"))
-            print(rows[-1], flush=True)
+            remember(key, [(label, None, None, f"conversion failed: {str(exc)[:160]}")])
+            print(label, "conversion failed:", exc, flush=True)
             continue
         size = weight_bytes(path, dtype)
-        result = run_child("--measure", str(path), backend, dtype or "auto", str(args.threads), str(args.tokens))
-        rows.append((label, size, bandwidth / size, result))
+        with quiet_section():  # teammates' work waits; then wait for the CPU itself
+            wait_until_quiet(CONSOLE, args.max_wait)
+            result = run_child("--measure", str(path), backend, dtype or "auto", str(args.threads), str(args.tokens))
+        remember(key, [(label, size, bandwidth / size, result)])
         print(label, result, flush=True)
-    return rows
+        if fmt is not None and args.drop_over and size > args.drop_over * 1e9:
+            store.remove(f"{name}-{fmt}-{precision}")  # disk: the fp32 exports are 15 GB each at 3.8B
+            print(f"removed {name}-{fmt}-{precision} ({size / 1e9:.1f} GB) from the benchmark store", flush=True)
 
 
 RESULTS = WORK / "results.json"
@@ -408,6 +326,10 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="rewrite the section from the kept results")
     parser.add_argument("--only", action="append", metavar="ENGINE",
                         help="measure only this engine (repeatable, e.g. 'ORT GenAI int4'); kept rows of the others stay")
+    parser.add_argument("--max-wait", type=float, default=300,
+                        help="seconds to wait before each measurement for other processes to leave the CPU")
+    parser.add_argument("--drop-over", type=float, default=0, metavar="GB",
+                        help="remove a conversion bigger than this from the benchmark store once measured (disk)")
     parser.add_argument("--measure", nargs=5, metavar=("PATH", "BACKEND", "DTYPE", "THREADS", "TOKENS"))
     parser.add_argument("--og-engine", nargs=3, metavar=("PATH", "THREADS", "TOKENS"))
     parser.add_argument("--ov-pipeline", nargs=3, metavar=("PATH", "THREADS", "TOKENS"))
@@ -429,11 +351,7 @@ def main() -> None:
 
     store = ModelStore(WORK / "store", progress=True)
     if args.report:  # the bandwidth measured with the kept rows
-        bandwidth = recalled("bandwidth") or read_bandwidth()
-        sections = table("SmolLM2-135M-Instruct (HF folder from the bundled GGUF)", recalled("smollm2"), bandwidth)
-        if recalled("phi35"):
-            sections += [""] + table("Random Phi-3.5-mini-shaped model (3.8B, bf16 source)", recalled("phi35"), bandwidth)
-        write_report(args, bandwidth, sections, recalled("og-engine"), recalled("ov-pipeline"))
+        report(args, recalled("bandwidth") or read_bandwidth())
         return
     bandwidth = recalled("bandwidth") if args.only else None
     if not bandwidth:
@@ -441,22 +359,32 @@ def main() -> None:
         remember("bandwidth", bandwidth)
     print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s", flush=True)
     if not args.phi_only:
-        remember("smollm2", bench_model(store, "smollm2", smollm2_folder(), args, bandwidth, memory_guard=False))
+        bench_model(store, "smollm2", "smollm2", smollm2_folder(), args, bandwidth, memory_guard=False)
         # Each batching comparison needs its engine's conversion, which an --only run may not have made.
         for key, flag, model in (("og-engine", "--og-engine", "smollm2-onnx-int4"),
                                  ("ov-pipeline", "--ov-pipeline", "smollm2-openvino-fp32")):
             if store.manifest(model) is not None:
-                batching = run_child(flag, str(store.resolve(model).path), str(args.threads), "32")
+                with quiet_section():
+                    wait_until_quiet(CONSOLE, args.max_wait)
+                    batching = run_child(flag, str(store.resolve(model).path), str(args.threads), "32")
                 print(key, batching, flush=True)
                 remember(key, batching)
     if not args.no_phi:
-        remember("phi35", bench_model(store, "phi35-random", phi35_folder(), args, bandwidth, memory_guard=True))
-    batching = recalled("og-engine")
-    sections = table("SmolLM2-135M-Instruct (HF folder from the bundled GGUF)", recalled("smollm2"), bandwidth)
-    phi = recalled("phi35")
-    if phi:
-        sections += [""] + table("Random Phi-3.5-mini-shaped model (3.8B, bf16 source)", phi, bandwidth)
-    write_report(args, bandwidth, sections, batching, recalled("ov-pipeline"))
+        bench_model(store, "phi35", "phi35-random", phi35_folder(), args, bandwidth, memory_guard=True)
+    report(args, bandwidth)
+
+
+MODELS = [("smollm2", "SmolLM2-135M-Instruct (HF folder from the bundled GGUF)"),
+          ("phi35", "Random Phi-3.5-mini-shaped model (3.8B, bf16 source)")]
+
+
+def report(args, bandwidth: float) -> None:
+    """The section from every kept row: one table per model measured so far."""
+    sections: list[str] = []
+    for key, title in MODELS:
+        if recalled(key):
+            sections += ([""] if sections else []) + table(title, recalled(key), bandwidth)
+    write_report(args, bandwidth, sections, recalled("og-engine"), recalled("ov-pipeline"))
 
 
 def write_report(args, bandwidth: float, tables: list[str], batching, ov_batching=None) -> None:
@@ -466,8 +394,8 @@ def write_report(args, bandwidth: float, tables: list[str], batching, ov_batchin
         f"{today()}, {cpu_model()}, {args.threads} threads, greedy, prompt {PROMPT_TOKENS} tokens (prefill), "
         f"{args.tokens} new tokens (decode, batch 1). Every model comes from `slm convert` of one HF folder; "
         f"each engine runs in its own process. Ceiling = one core's read bandwidth ({bandwidth / 1e9:.1f} GB/s, best numpy pass over 512 MB) / "
-        "weight bytes: batch-1 decode reads every weight once per token. The machine's 2 cores were shared "
-        "with other work during the run, so absolute numbers are low and noisy; the ratios are the point.",
+        "weight bytes: batch-1 decode reads every weight once per token. Each measurement waited for a "
+        f"quiet CPU (other processes under {FOREIGN_CPU_LIMIT:.0%}) and held the quiet lock against cooperating work.",
         "",
         *tables,
         "",

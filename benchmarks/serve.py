@@ -39,6 +39,7 @@ from rich.markup import escape
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _quiet import FOREIGN_CPU_LIMIT, ForeignCpu, quiet_section, tree_pids, wait_until_quiet  # noqa: E402,F401
 from _report import cpu_model, median, today, write_section  # noqa: E402
 
 from slmkit.backends.llamacpp import LlamaCppModel
@@ -60,7 +61,6 @@ PROMPT_TOKENS = (100, 190)
 PREFIX_TOKENS = 1000
 PREFIX_GOAL = 0.2  # warm TTFT / cold TTFT
 VARIANT_CONCURRENCY = 8
-FOREIGN_CPU_LIMIT = 0.10  # share of the machine other processes may use while we measure
 SERVERS = {
     "ours": "ours (8 slots)",
     "llama": "llama-server (8 slots)",
@@ -181,20 +181,6 @@ def server_command(kind: str, model: Path, port: int, llama_server: Path) -> lis
             "--context-length", str(CONTEXT_PER_SLOT), "--threads", str(THREADS)]
 
 
-def tree_pids(pid: int) -> list[int]:
-    """A process and all its descendants."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue  # exited meanwhile
-    return found
-
-
 def tree_rss_bytes(pid: int) -> int:
     """VmRSS of a process and all its descendants."""
     total = 0
@@ -206,58 +192,6 @@ def tree_rss_bytes(pid: int) -> int:
         except (OSError, ValueError):
             continue
     return total
-
-
-class ForeignCpu:
-    """CPU time used by processes other than the server and this script while measuring: on a
-    shared 2-core machine any of it skews the numbers, so such measurements are redone."""
-
-    def __init__(self, server_pid: int | None = None):
-        self.server_pid = server_pid
-        self.start = self._sample()
-
-    @staticmethod
-    def _machine_busy() -> float:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait; guests are in user
-        return busy / os.sysconf("SC_CLK_TCK")
-
-    def _ours(self) -> float:
-        total = sum(os.times()[:2])
-        for p in tree_pids(self.server_pid) if self.server_pid else []:
-            try:
-                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except (OSError, ValueError, IndexError):
-                continue
-        return total
-
-    def _sample(self) -> tuple[float, float, float]:
-        return time.monotonic(), self._machine_busy(), self._ours()
-
-    def share(self) -> float:
-        """Foreign CPU seconds / available CPU seconds since creation."""
-        end = self._sample()
-        wall, busy, ours = (b - a for a, b in zip(self.start, end))
-        return max(0.0, busy - ours) / (wall * (os.cpu_count() or 1))
-
-
-def wait_until_quiet(console: Console, max_wait: float, server_pid: int | None = None) -> None:
-    """Wait until other processes leave the CPU alone (3 s probes), or give up after max_wait."""
-    deadline, announced = time.monotonic() + max_wait, False
-    while True:
-        probe = ForeignCpu(server_pid)
-        time.sleep(3)
-        share = probe.share()
-        if share <= FOREIGN_CPU_LIMIT:
-            return
-        if time.monotonic() > deadline:
-            console.print(f"  [yellow]still busy after {max_wait:.0f} s ({share:.0%}); "
-                          "measuring anyway[/yellow]")
-            return
-        if not announced:
-            console.print(f"  waiting for other processes to leave the CPU ({share:.0%} busy) ...")
-            announced = True
 
 
 class RssMonitor:
@@ -600,7 +534,8 @@ def markdown(res, q8, files, args, prompt_range, prefix_tokens, problems, skippe
     model_text = "; ".join(f"`{path.name}` ({label}{path.stat().st_size / 1e6:.0f} MB)"
                            for label, path in zip(("", "`smollm2:q8_0`, "), files))
     lines = [
-        "## Serving: `slm serve` vs llama.cpp `llama-server` (`benchmarks/serve.py`)",
+        f"## Serving{'' if args.section == 'serve' else ' ' + files[0].name}: `slm serve` vs llama.cpp "
+        "`llama-server` (`benchmarks/serve.py`)",
         "",
         f"- Date: {today()}; CPU: {cpu_model()}; llama-cpp-python {version('llama-cpp-python')} "
         f"(llama-server built from its vendored llama.cpp by `make llama-server`)",
@@ -665,6 +600,7 @@ def q8_file(console: Console) -> Path:
 
 
 def main() -> int:
+    global CONCURRENCY, MAX_TOKENS  # --concurrency / --max-tokens: the tables and checks read them
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="GGUF file (default: the bundled SmolLM2 Q4_1)")
     parser.add_argument("--variants", action="store_true",
@@ -677,14 +613,24 @@ def main() -> int:
                         help="llama-server binary (default: the one `make llama-server` builds)")
     parser.add_argument("--skip-ours", action="store_true", help="measure llama-server only")
     parser.add_argument("--skip-llama", action="store_true", help="measure our server only")
+    parser.add_argument("--skip-serial", action="store_true", help="leave out our one-slot baseline")
     parser.add_argument("--max-wait", type=float, default=120,
                         help="seconds to wait, before each server start, for other processes to leave "
                              "the CPU (default 120)")
     parser.add_argument("--retries", type=int, default=2,
                         help="times a measurement is repeated when other processes used more than "
-                             f"{FOREIGN_CPU_LIMIT:.0%} of the CPU during it (default 2)")
+                             f"{FOREIGN_CPU_LIMIT * 100:.0f}%% of the CPU during it (default 2)")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
+                        help="comma-separated wave sizes (default %(default)s)")
+    parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="tokens per request (default %(default)s)")
+    parser.add_argument("--section", default="serve",
+                        help="BENCHMARKS.md section to write: another model gets its own (e.g. serve-phi)")
     args = parser.parse_args()
+    CONCURRENCY = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
+    MAX_TOKENS = args.max_tokens
+    if not CONCURRENCY or min(CONCURRENCY) < 1 or MAX_TOKENS < 1:
+        parser.error("--concurrency takes positive wave sizes, --max-tokens a positive count")
     if args.reps < 1 or args.prefix_trials < 0 or args.retries < 0:
         parser.error("--reps must be >= 1, --prefix-trials and --retries >= 0")
     if args.variants and args.model:
@@ -694,7 +640,7 @@ def main() -> int:
     skipped: list[str] = []
     kinds = []
     if not args.skip_ours:
-        kinds += ["ours", "serial"]
+        kinds += ["ours"] if args.skip_serial else ["ours", "serial"]
     if args.skip_llama:
         skipped.append("llama-server skipped (--skip-llama).")
     elif not args.llama_server.is_file():
@@ -742,7 +688,7 @@ def main() -> int:
     files = [model] + ([q8_path] if q8_path else [])
     if not args.no_write:
         text = markdown(res, q8, files, args, prompt_range, prefix_tokens, problems, skipped)
-        console.print(f"wrote {write_section('serve', text)}")
+        console.print(f"wrote {write_section(args.section, text)}")
     return 1 if problems else 0
 
 

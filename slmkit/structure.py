@@ -102,6 +102,21 @@ def json_schema_grammar(schema: Any, param: str = "json_schema") -> str:
         raise InvalidParameterError(param, f"is not a usable JSON Schema: {exc}") from None
 
 
+def checked_json_schema(schema: Any, param: str, *, strict: bool = True) -> Any:
+    """`schema` as `SamplingParams.json_schema` takes it, compiled now so a schema that cannot be
+    followed is refused under the caller's own name for the field (`param`). Without `strict`,
+    keywords the grammar cannot enforce are ignored (best effort); with it they are refused, as
+    OpenAI's strict mode refuses schemas it cannot guarantee."""
+    if isinstance(schema, dict):
+        options = schema.get("x-guidance", {})
+        if not isinstance(options, dict):
+            raise InvalidParameterError(param, "x-guidance must be an object of llguidance options")
+        if not strict:
+            schema = {**schema, "x-guidance": {"lenient": True, **options}}
+    _validated(json_schema_grammar(schema, param), param)
+    return schema
+
+
 def lark_grammar(source: str) -> str:
     """A Lark grammar as llguidance reads it; GBNF (llama.cpp's ``root ::= ...``) is converted."""
     if "::=" in source:

@@ -1,9 +1,13 @@
 """Tiny Hugging Face checkpoints written by transformers itself: random weights, a byte-level BPE
-tokenizer trained here on a few sentences, a Phi-3 chat template and generation config."""
+or SentencePiece tokenizer trained here on a few sentences, a Phi-3 chat template and generation
+config. Then what the conversion tests share: the set of checkpoints they convert, conversion into
+a store, prompts, and the checks every converted model passes."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from slmkit.types import SamplingParams
 
 PHI3_TEMPLATE = (
     "{% for message in messages %}{{'<|' + message['role'] + '|>' + '\\n' + message['content'] + '<|end|>\\n'}}"
@@ -176,3 +180,110 @@ def fit_corpus(model, tokenizer, steps: int) -> None:
         loss.backward()
         optimizer.step()
     model.eval()
+
+
+# -- What the conversion tests share (test_convert.py, test_openvino.py, test_mlx.py) -------------
+# Greedy prompts; longrope ones start past original_max_position_embeddings (64), where
+# transformers' per-length factor choice and the converted engines' agree (REFERENCE §7).
+PROMPTS = ["What is 2 + 2?", "The capital of France is", "Hello! How can I", "Summarize the text",
+           "Small language models run on"]
+LONG_PROMPTS = [" ".join(CORPUS[i : i + 3]) for i in (0, 2, 4)]
+FIRST_STEP_PROMPTS = [" ".join(CORPUS[i : i + 1 + i % 3]) for i in range(12)]
+GREEDY = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
+
+
+def greedy(max_tokens: int) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
+
+
+def write_checkpoint_set(root: Path) -> dict[str, Path]:
+    """The checkpoints the conversion tests convert: Phi-3 plain and longrope, Llama, and a wider
+    Phi-3 fitted briefly to the corpus (for quantized exports: k-quant blocks, trained margins)."""
+    return {
+        "phi3": write_sp_checkpoint(root / "phi3"),
+        "phi3-longrope": write_sp_checkpoint(root / "phi3-longrope", longrope=True, seed=1),
+        "llama": write_sp_checkpoint(root / "llama", "llama", seed=2),
+        "phi3-wide": write_sp_checkpoint(root / "phi3-wide", seed=3, hidden_size=256, train_steps=30),
+    }
+
+
+def convert_once(store, checkpoints: dict[str, Path], name: str, to: str, precision: str):
+    """``checkpoints[name]`` converted into ``store`` (once per store: later calls reuse it)."""
+    from slmkit.store.convert import convert_into_store
+
+    out = f"{name}-{to}-{precision}"
+    if store.manifest(out) is None:
+        convert_into_store(store, str(checkpoints[name]), to, precision)
+    return store.resolve(out)
+
+
+def open_llm(path: Path, **kwargs):
+    from slmkit import LLM
+
+    return LLM(str(path), max_sequences=4, context_length=256, **kwargs)
+
+
+def broken_copy(checkpoint: Path, folder: Path) -> Path:
+    """A copy of the checkpoint whose safetensors header is not JSON: converters and loaders fail on it."""
+    folder.mkdir()
+    for file in checkpoint.iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    return folder
+
+
+def first_step_agreement(reference, other, prompts) -> float:
+    """How often ``other``'s first greedy token is ``reference``'s, on the reference's prompt ids."""
+    hits = 0
+    for prompt in prompts:
+        ids = reference.encode_prompt(prompt)
+        hits += reference.generate(ids, greedy(1)).token_ids == other.generate(ids, greedy(1)).token_ids
+    return hits / len(prompts)
+
+
+def check_quantized(reference, quantized, label: str) -> None:
+    """A quantized conversion loads, generates, stops on the end token and keeps the fp32 reference's
+    first top-1 token on most prompts (the rate is printed: `pytest -s`)."""
+    out = quantized.generate("The capital of France is", greedy(12))
+    assert len(out.token_ids) == 12 and out.finish_reason == "length"
+    end = reference.tokenizer.token_id("<|end|>")
+    assert end in quantized.tokenizer.special.end_of_generation
+    stopped = quantized.chat([{"role": "user", "content": "Hi"}],
+                             SamplingParams(max_tokens=8, temperature=0, logit_bias={end: 100.0}))
+    assert stopped.token_ids == [end] and stopped.finish_reason == "stop" and stopped.text == ""
+    rate = first_step_agreement(reference, quantized, FIRST_STEP_PROMPTS)
+    print(f"\n{label}: first-step top-1 agrees with torch fp32 on {rate:.0%} of {len(FIRST_STEP_PROMPTS)} prompts")
+    assert rate >= 0.5
+
+
+def check_runner_seam(runner, reference, ids: list[int]):
+    """A runner against the torch engine's (``reference``) beyond plain decoding: every position
+    scored (all_logits), a rewind (truncate), a prefix copy and a step running both branches.
+    Leaves sequence 0 holding ``ids[:7]`` and 1 holding ``ids[:8]``; returns the reference's
+    logits of every position of ``ids``."""
+    import numpy as np
+
+    from slmkit.backends.base import Chunk
+
+    every = runner.forward([Chunk(0, ids, 0, all_logits=True)])
+    expected = reference.forward([Chunk(0, ids, 0, all_logits=True)])
+    assert every.shape == expected.shape == (len(ids), runner.vocab_size)
+    np.testing.assert_allclose(every, expected, atol=2e-4, rtol=1e-4)
+    runner.truncate(0, 3)
+    again = runner.forward([Chunk(0, ids[3:6], 3)])
+    np.testing.assert_allclose(again[0], expected[5], atol=2e-4, rtol=1e-4)
+    runner.copy_prefix(0, 1, 6)
+    assert runner.sequence_length(1) == 6
+    branch = runner.forward([Chunk(1, ids[6:8], 6), Chunk(0, ids[6:7], 6)])
+    np.testing.assert_allclose(branch, expected[[7, 6]], atol=2e-4, rtol=1e-4)
+    return expected
+
+
+def check_batched_like_alone(llm, prompts: list[str]) -> None:
+    """Continuous batching: the requests submitted to one engine at once give each one's greedy ids alone."""
+    from engine_helpers import collect_tokens
+
+    ids = [llm.encode_prompt(p) for p in prompts]
+    params = greedy(10)
+    alone = [llm.generate(p, params).token_ids for p in ids]
+    assert collect_tokens(llm.runner, llm.tokenizer, ids, params) == alone

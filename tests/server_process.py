@@ -1,4 +1,4 @@
-"""A real `slm serve` in a subprocess on 127.0.0.1, for the server tests."""
+"""Real `slm` subprocesses: one command (`slm`), or an `slm serve` on 127.0.0.1 for the server tests."""
 
 from __future__ import annotations
 
@@ -14,6 +14,14 @@ from pathlib import Path
 import httpx
 
 SLM = str(Path(sys.executable).with_name("slm"))
+
+
+def slm(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run one `slm` command (``env`` on top of ours); with ``check``, assert it exits 0."""
+    done = subprocess.run([SLM, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
 
 
 def free_port() -> int:

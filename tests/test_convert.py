@@ -19,21 +19,15 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 pytest.importorskip("onnxruntime_genai")
 
-from hf_fixtures import CORPUS, LONGROPE_ORIGINAL, write_sp_checkpoint  # noqa: E402
+from hf_fixtures import (  # noqa: E402
+    GREEDY, LONG_PROMPTS, LONGROPE_ORIGINAL, PROMPTS, broken_copy, check_batched_like_alone, check_quantized,
+    check_runner_seam, convert_once, open_llm, write_checkpoint_set, write_sp_checkpoint)
 
 from slmkit import LLM, SamplingParams  # noqa: E402
 from slmkit.backends.base import Chunk  # noqa: E402
 from slmkit.errors import InvalidParameterError, ModelLoadError, ModelNotFoundError, SlmkitError  # noqa: E402
 from slmkit.store.convert import convert_into_store  # noqa: E402
 from slmkit.store.store import ModelStore  # noqa: E402
-
-GREEDY = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
-PROMPTS = ["What is 2 + 2?", "The capital of France is", "Hello! How can I", "Summarize the text",
-           "Small language models run on"]
-# Longrope: every prompt already past original_max_position_embeddings (64), so transformers'
-# per-length factor choice, llama.cpp's per-context choice and ORT GenAI's agree (REFERENCE §7).
-LONG_PROMPTS = [" ".join(CORPUS[i : i + 3]) for i in (0, 2, 4)]
-FIRST_STEP_PROMPTS = [" ".join(CORPUS[i : i + 1 + i % 3]) for i in range(12)]
 
 
 @pytest.fixture(scope="module")
@@ -43,32 +37,15 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("checkpoints")
-    return {
-        "phi3": write_sp_checkpoint(root / "phi3"),
-        "phi3-longrope": write_sp_checkpoint(root / "phi3-longrope", longrope=True, seed=1),
-        "llama": write_sp_checkpoint(root / "llama", "llama", seed=2),
-        "phi3-wide": write_sp_checkpoint(root / "phi3-wide", seed=3, hidden_size=256, train_steps=30),
-    }
-
-
-def converted(store, checkpoints, name, to, precision):
-    out = f"{name}-{to}-{precision}"
-    if store.manifest(out) is None:
-        convert_into_store(store, str(checkpoints[name]), to, precision)
-    return store.resolve(out)
-
-
-def open_llm(path, **kwargs):
-    return LLM(str(path), max_sequences=4, context_length=256, **kwargs)
+    return write_checkpoint_set(tmp_path_factory.mktemp("checkpoints"))
 
 
 @pytest.mark.parametrize("name", ["phi3", "phi3-longrope", "llama"])
 def test_fp32_conversions_give_the_torch_engines_greedy_ids(store, checkpoints, name):
     prompts = LONG_PROMPTS if name == "phi3-longrope" else PROMPTS
     reference = open_llm(checkpoints[name], backend="torch")
-    gguf = converted(store, checkpoints, name, "gguf", "fp32")
-    onnx = converted(store, checkpoints, name, "onnx", "fp32")
+    gguf = convert_once(store, checkpoints, name, "gguf", "fp32")
+    onnx = convert_once(store, checkpoints, name, "onnx", "fp32")
     assert gguf.manifest.format == "gguf" and onnx.manifest.format == "onnx"
     with open_llm(gguf.path) as llamacpp, open_llm(onnx.path) as ortgenai:
         assert (llamacpp.backend, ortgenai.backend) == ("llamacpp", "ortgenai")
@@ -85,68 +62,32 @@ def test_fp32_conversions_give_the_torch_engines_greedy_ids(store, checkpoints, 
     reference.close()
 
 
-def first_step_agreement(reference, other, prompts) -> float:
-    hits = 0
-    for prompt in prompts:
-        ids = reference.encode_prompt(prompt)
-        one = SamplingParams(max_tokens=1, temperature=0, ignore_eos=True)
-        hits += reference.generate(ids, one).token_ids == other.generate(ids, one).token_ids
-    return hits / len(prompts)
-
-
 @pytest.mark.parametrize("to", ["gguf", "onnx"])
 @pytest.mark.parametrize("precision", ["int8", "int4"])
 def test_quantized_conversions_load_generate_stop_and_keep_the_top_token(store, checkpoints, to, precision):
-    model = converted(store, checkpoints, "phi3-wide", to, precision)
+    model = convert_once(store, checkpoints, "phi3-wide", to, precision)
     expected_tag = {"gguf": {"int8": "q8_0", "int4": "q4_k_m"}, "onnx": {"int8": "int8", "int4": "int4"}}[to][precision]
     assert model.manifest.default_variant == expected_tag
     with open_llm(checkpoints["phi3-wide"], backend="torch") as reference, open_llm(model.path) as quantized:
         if to == "gguf":
             assert quantized.info.file_type == expected_tag
-        out = quantized.generate("The capital of France is", SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))
-        assert len(out.token_ids) == 12 and out.finish_reason == "length"
-        end = reference.tokenizer.token_id("<|end|>")
-        assert end in quantized.tokenizer.special.end_of_generation
-        stopped = quantized.chat([{"role": "user", "content": "Hi"}],
-                                 SamplingParams(max_tokens=8, temperature=0, logit_bias={end: 100.0}))
-        assert stopped.token_ids == [end] and stopped.finish_reason == "stop" and stopped.text == ""
-        rate = first_step_agreement(reference, quantized, FIRST_STEP_PROMPTS)
-    print(f"\n{to} {precision}: first-step top-1 agrees with torch fp32 on {rate:.0%} of {len(FIRST_STEP_PROMPTS)} prompts")
-    assert rate >= 0.5
+        check_quantized(reference, quantized, f"{to} {precision}")
 
 
 def test_ortgenai_runner_rewinds_copies_prefixes_and_scores_every_position(store, checkpoints):
     """The runner seam beyond plain decoding: truncate (rewind_to), copy_prefix (re-run), all_logits."""
-    onnx = converted(store, checkpoints, "phi3", "onnx", "fp32")
+    onnx = convert_once(store, checkpoints, "phi3", "onnx", "fp32")
     with open_llm(onnx.path) as model, open_llm(checkpoints["phi3"], backend="torch") as reference:
-        runner, ours = model.runner, reference.runner
-        ids = model.encode_prompt("What is 2 + 2? The answer is 4.")
-        every = runner.forward([Chunk(0, ids, 0, all_logits=True)])
-        expected = ours.forward([Chunk(0, ids, 0, all_logits=True)])
-        assert every.shape == expected.shape == (len(ids), runner.vocab_size)
-        np.testing.assert_allclose(every, expected, atol=2e-4, rtol=1e-4)
-        runner.truncate(0, 3)
-        again = runner.forward([Chunk(0, ids[3:6], 3)])
-        np.testing.assert_allclose(again[0], expected[5], atol=2e-4, rtol=1e-4)
-        runner.copy_prefix(0, 1, 6)
-        assert runner.sequence_length(1) == 6
-        branch = runner.forward([Chunk(1, ids[6:8], 6), Chunk(0, ids[6:7], 6)])
-        np.testing.assert_allclose(branch, expected[[7, 6]], atol=2e-4, rtol=1e-4)
+        runner = model.runner
+        check_runner_seam(runner, reference.runner, model.encode_prompt("What is 2 + 2? The answer is 4."))
         runner.free(1)
         assert runner.sequence_length(1) == 0 and runner.used_cells() == 7
 
 
 def test_engines_batch_ortgenai_sequences_like_alone(store, checkpoints):
     """Continuous batching over one Generator per sequence: four requests together equal each alone."""
-    from engine_helpers import collect_tokens
-
-    onnx = converted(store, checkpoints, "llama", "onnx", "fp32")
-    with open_llm(onnx.path) as model:
-        prompts = [model.encode_prompt(p) for p in PROMPTS[:4]]
-        params = SamplingParams(max_tokens=10, temperature=0, ignore_eos=True)
-        alone = [model.generate(p, params).token_ids for p in prompts]
-        together = collect_tokens(model.runner, model.tokenizer, prompts, params)
-    assert together == alone
+    with open_llm(convert_once(store, checkpoints, "llama", "onnx", "fp32").path) as model:
+        check_batched_like_alone(model, PROMPTS[:4])
 
 
 def test_phimoe_gguf_against_our_torch_phimoe(store, tmp_path_factory):
@@ -208,7 +149,7 @@ def test_precisions_a_format_lacks(store, checkpoints):
 
 
 def test_an_existing_name_is_refused_before_any_work(store, checkpoints):
-    converted(store, checkpoints, "phi3", "gguf", "fp32")
+    convert_once(store, checkpoints, "phi3", "gguf", "fp32")
     before = store_entries(store)
     with pytest.raises(InvalidParameterError, match="already in the store"):
         convert_into_store(store, str(checkpoints["phi3"]), "gguf", "fp32")
@@ -217,11 +158,7 @@ def test_an_existing_name_is_refused_before_any_work(store, checkpoints):
 
 @pytest.mark.parametrize("to", ["gguf", "onnx"])
 def test_a_failing_converter_leaves_nothing_behind(store, checkpoints, tmp_path, to):
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for file in checkpoints["phi3"].iterdir():
-        (broken / file.name).write_bytes(file.read_bytes())
-    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    broken = broken_copy(checkpoints["phi3"], tmp_path / "broken")
     before = store_entries(store)
     with pytest.raises(ModelLoadError) as failure:
         convert_into_store(store, str(broken), to, "fp32")
@@ -239,7 +176,7 @@ def test_ortgenai_own_search_through_the_llm_api(store, checkpoints):
     """``search="ortgenai"``: ORT GenAI chooses the tokens; greedy and beam search agree with ours.
     (Without ignore_eos: ORT can only ignore its end tokens by forbidding them (min_length), where
     ours generates them and goes on, so greedy ids differ from the first end token on.)"""
-    onnx = converted(store, checkpoints, "phi3", "onnx", "fp32")
+    onnx = convert_once(store, checkpoints, "phi3", "onnx", "fp32")
     with open_llm(onnx.path, search="ortgenai") as native, \
             LLM(str(onnx.path), max_sequences=8, context_length=256) as ours:
         greedy = SamplingParams(max_tokens=24, temperature=0)

@@ -5,10 +5,7 @@ lists and the one-line errors."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -18,19 +15,12 @@ pytest.importorskip("sentencepiece")
 pytest.importorskip("onnxruntime_genai")
 
 from hf_fixtures import write_sp_checkpoint  # noqa: E402
+from server_process import slm  # noqa: E402
 
 from slmkit import LLM, SamplingParams  # noqa: E402
 from slmkit.errors import BackendUnavailableError  # noqa: E402
 
-SLM = str(Path(sys.executable).with_name("slm"))
 ENGINES = {"tiny": "torch", "tiny-gguf-fp32": "llamacpp", "tiny-onnx-fp32": "ortgenai"}
-
-
-def slm(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([SLM, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,9 @@ pytest.importorskip("sentencepiece")
 mx = pytest.importorskip("mlx.core")
 pytest.importorskip("mlx_lm")
 
-from hf_fixtures import CORPUS, LONGROPE_ORIGINAL, write_sp_checkpoint  # noqa: E402
+from hf_fixtures import (  # noqa: E402
+    CORPUS, GREEDY, LONGROPE_ORIGINAL, PROMPTS, broken_copy, check_quantized, check_runner_seam, convert_once,
+    open_llm, write_checkpoint_set, write_sp_checkpoint)
 
 from slmkit import LLM, SamplingParams  # noqa: E402
 from slmkit.backends.base import Chunk  # noqa: E402
@@ -31,13 +33,9 @@ from slmkit.errors import BackendUnavailableError, InvalidParameterError, ModelL
 from slmkit.store.convert import convert_into_store  # noqa: E402
 from slmkit.store.store import ModelStore  # noqa: E402
 
-GREEDY = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
-PROMPTS = ["What is 2 + 2?", "The capital of France is", "Hello! How can I", "Summarize the text",
-           "Small language models run on"]
 # Longrope (original length 64): prompts that stay below it, one that crosses it while generating
 # (44 + 24 tokens: the runner re-prefills with the long factors) and ones that start past it.
 LONGROPE_PROMPTS = PROMPTS[:3] + [" ".join(CORPUS[0:2])] + [" ".join(CORPUS[i : i + 3]) for i in (0, 2)]
-FIRST_STEP_PROMPTS = [" ".join(CORPUS[i : i + 1 + i % 3]) for i in range(12)]
 
 
 @pytest.fixture(scope="module")
@@ -47,24 +45,11 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlx-checkpoints")
-    return {
-        "phi3": write_sp_checkpoint(root / "phi3"),
-        "phi3-longrope": write_sp_checkpoint(root / "phi3-longrope", longrope=True, seed=1),
-        "llama": write_sp_checkpoint(root / "llama", "llama", seed=2),
-        "phi3-wide": write_sp_checkpoint(root / "phi3-wide", seed=3, hidden_size=256, train_steps=30),
-    }
+    return write_checkpoint_set(tmp_path_factory.mktemp("mlx-checkpoints"))
 
 
 def converted(store, checkpoints, name, precision):
-    out = f"{name}-mlx-{precision}"
-    if store.manifest(out) is None:
-        convert_into_store(store, str(checkpoints[name]), "mlx", precision)
-    return store.resolve(out)
-
-
-def open_llm(path, **kwargs):
-    return LLM(str(path), max_sequences=4, context_length=256, **kwargs)
+    return convert_once(store, checkpoints, name, "mlx", precision)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -139,19 +124,9 @@ def test_runner_rewinds_copies_prefixes_and_scores_every_position(store, checkpo
     """The runner seam beyond plain decoding: truncate (trim_prompt_cache), copy_prefix, all_logits."""
     model = converted(store, checkpoints, "phi3", "fp32")
     with open_llm(model.path) as mlx, open_llm(checkpoints["phi3"], backend="torch") as reference:
-        runner, ours = mlx.runner, reference.runner
+        runner = mlx.runner
         ids = mlx.encode_prompt("What is 2 + 2? The answer is 4.")
-        every = runner.forward([Chunk(0, ids, 0, all_logits=True)])
-        expected = ours.forward([Chunk(0, ids, 0, all_logits=True)])
-        assert every.shape == expected.shape == (len(ids), runner.vocab_size)
-        np.testing.assert_allclose(every, expected, atol=2e-4, rtol=1e-4)
-        runner.truncate(0, 3)
-        again = runner.forward([Chunk(0, ids[3:6], 3)])
-        np.testing.assert_allclose(again[0], expected[5], atol=2e-4, rtol=1e-4)
-        runner.copy_prefix(0, 1, 6)
-        assert runner.sequence_length(1) == 6
-        branch = runner.forward([Chunk(1, ids[6:8], 6), Chunk(0, ids[6:7], 6)])
-        np.testing.assert_allclose(branch, expected[[7, 6]], atol=2e-4, rtol=1e-4)
+        expected = check_runner_seam(runner, reference.runner, ids)
         # Two decodes together (one [2, 1] forward over a BatchKVCache), then one rewound inside it.
         both = runner.forward([Chunk(0, ids[7:8], 7), Chunk(1, ids[8:9], 8)])
         np.testing.assert_allclose(both, expected[[7, 8]], atol=2e-4, rtol=1e-4)
@@ -199,27 +174,12 @@ def test_a_hugging_face_folder_runs_on_mlx_directly(checkpoints):
             assert mlx.generate(ids, GREEDY).token_ids == reference.generate(ids, GREEDY).token_ids
 
 
-def first_step_agreement(reference, other, prompts) -> float:
-    one = SamplingParams(max_tokens=1, temperature=0, ignore_eos=True)
-    hits = sum(reference.generate(p, one).token_ids == other.generate(p, one).token_ids for p in prompts)
-    return hits / len(prompts)
-
-
 @pytest.mark.parametrize("precision", ["int8", "int4"])
 def test_quantized_conversions_load_generate_stop_and_keep_the_top_token(store, checkpoints, precision):
     model = converted(store, checkpoints, "phi3-wide", precision)
     with open_llm(checkpoints["phi3-wide"], backend="torch") as reference, open_llm(model.path) as quantized:
         assert quantized.info.file_type == f"mlx {precision}"
-        out = quantized.generate("The capital of France is", SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))
-        assert len(out.token_ids) == 12 and out.finish_reason == "length"
-        end = reference.tokenizer.token_id("<|end|>")
-        assert end in quantized.tokenizer.special.end_of_generation
-        stopped = quantized.chat([{"role": "user", "content": "Hi"}],
-                                 SamplingParams(max_tokens=8, temperature=0, logit_bias={end: 100.0}))
-        assert stopped.token_ids == [end] and stopped.finish_reason == "stop" and stopped.text == ""
-        rate = first_step_agreement(reference, quantized, FIRST_STEP_PROMPTS)
-    print(f"\nmlx {precision}: first-step top-1 agrees with torch fp32 on {rate:.0%} of {len(FIRST_STEP_PROMPTS)} prompts")
-    assert rate >= 0.5
+        check_quantized(reference, quantized, f"mlx {precision}")
 
 
 def test_bad_input_is_one_clear_error(store, checkpoints):
@@ -241,11 +201,7 @@ def test_a_missing_extra_names_it(store, checkpoints, monkeypatch):
 
 
 def test_a_failing_converter_or_a_broken_folder_is_one_line(store, checkpoints, tmp_path):
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for file in checkpoints["phi3"].iterdir():
-        (broken / file.name).write_bytes(file.read_bytes())
-    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    broken = broken_copy(checkpoints["phi3"], tmp_path / "broken")
     before = sorted(p.name for p in store.models_dir.iterdir())
     with pytest.raises(ModelLoadError) as failure:
         convert_into_store(store, str(broken), "mlx", "fp32")

@@ -5,10 +5,6 @@ one-line errors."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -19,18 +15,11 @@ pytest.importorskip("mlx.core")
 pytest.importorskip("mlx_lm")
 
 from hf_fixtures import write_sp_checkpoint  # noqa: E402
+from server_process import slm  # noqa: E402
 
 from slmkit import LLM, SamplingParams  # noqa: E402
 
-SLM = str(Path(sys.executable).with_name("slm"))
 MODELS = {"tiny-mlx": "torch", "tiny-mlx-mlx-fp32": "mlx", "tiny-mlx-mlx-fp16": "mlx"}
-
-
-def slm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([SLM, *args], capture_output=True, text=True, env=dict(os.environ), timeout=600)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
 
 
 @pytest.fixture(scope="module")

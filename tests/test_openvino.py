@@ -21,13 +21,13 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 pytest.importorskip("openvino")
 
-from hf_fixtures import LONGROPE_ORIGINAL, write_sp_checkpoint  # noqa: E402
-from test_convert import FIRST_STEP_PROMPTS, GREEDY, LONG_PROMPTS, PROMPTS, first_step_agreement  # noqa: E402
+from hf_fixtures import (  # noqa: E402
+    GREEDY, LONG_PROMPTS, LONGROPE_ORIGINAL, PROMPTS, check_batched_like_alone, check_quantized, check_runner_seam,
+    convert_once, open_llm, write_checkpoint_set)
 
-from slmkit import LLM, SamplingParams  # noqa: E402
+from slmkit import SamplingParams  # noqa: E402
 from slmkit.backends.base import Chunk  # noqa: E402
 from slmkit.errors import ModelLoadError  # noqa: E402
-from slmkit.store.convert import convert_into_store  # noqa: E402
 from slmkit.store.store import ModelStore  # noqa: E402
 
 
@@ -38,24 +38,11 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("checkpoints")
-    return {
-        "phi3": write_sp_checkpoint(root / "phi3"),
-        "phi3-longrope": write_sp_checkpoint(root / "phi3-longrope", longrope=True, seed=1),
-        "llama": write_sp_checkpoint(root / "llama", "llama", seed=2),
-        "phi3-wide": write_sp_checkpoint(root / "phi3-wide", seed=3, hidden_size=256, train_steps=30),
-    }
+    return write_checkpoint_set(tmp_path_factory.mktemp("checkpoints"))
 
 
 def converted(store, checkpoints, name, precision):
-    out = f"{name}-openvino-{precision}"
-    if store.manifest(out) is None:
-        convert_into_store(store, str(checkpoints[name]), "openvino", precision)
-    return store.resolve(out)
-
-
-def open_llm(path, **kwargs):
-    return LLM(str(path), max_sequences=4, context_length=256, **kwargs)
+    return convert_once(store, checkpoints, name, "openvino", precision)
 
 
 @pytest.mark.parametrize("name", ["phi3", "phi3-longrope", "llama"])
@@ -95,19 +82,9 @@ def test_runner_rewinds_copies_prefixes_and_scores_every_position(store, checkpo
     position, decode tokens of several sequences run as one batch."""
     model = converted(store, checkpoints, "phi3", "fp32")
     with open_llm(model.path) as ov, open_llm(checkpoints["phi3"], backend="torch") as reference:
-        runner, ours = ov.runner, reference.runner
+        runner = ov.runner
         ids = ov.encode_prompt("What is 2 + 2? The answer is 4.")
-        every = runner.forward([Chunk(0, ids, 0, all_logits=True)])
-        expected = ours.forward([Chunk(0, ids, 0, all_logits=True)])
-        assert every.shape == expected.shape == (len(ids), runner.vocab_size)
-        np.testing.assert_allclose(every, expected, atol=2e-4, rtol=1e-4)
-        runner.truncate(0, 3)
-        again = runner.forward([Chunk(0, ids[3:6], 3)])
-        np.testing.assert_allclose(again[0], expected[5], atol=2e-4, rtol=1e-4)
-        runner.copy_prefix(0, 1, 6)
-        assert runner.sequence_length(1) == 6
-        branch = runner.forward([Chunk(1, ids[6:8], 6), Chunk(0, ids[6:7], 6)])
-        np.testing.assert_allclose(branch, expected[[7, 6]], atol=2e-4, rtol=1e-4)
+        expected = check_runner_seam(runner, reference.runner, ids)
         runner.free(1)
         assert runner.sequence_length(1) == 0 and runner.used_cells() == 7
         fresh = runner.forward([Chunk(1, ids[:4], 0)])  # a freed sequence starts from an empty state
@@ -122,15 +99,8 @@ def test_runner_rewinds_copies_prefixes_and_scores_every_position(store, checkpo
 
 def test_engines_batch_openvino_sequences_like_alone(store, checkpoints):
     """Continuous batching (decode steps batched in one infer): four requests together equal each alone."""
-    from engine_helpers import collect_tokens
-
-    model = converted(store, checkpoints, "llama", "fp32")
-    with open_llm(model.path) as ov:
-        prompts = [ov.encode_prompt(p) for p in PROMPTS[:4]]
-        params = SamplingParams(max_tokens=10, temperature=0, ignore_eos=True)
-        alone = [ov.generate(p, params).token_ids for p in prompts]
-        together = collect_tokens(ov.runner, ov.tokenizer, prompts, params)
-    assert together == alone
+    with open_llm(converted(store, checkpoints, "llama", "fp32").path) as ov:
+        check_batched_like_alone(ov, PROMPTS[:4])
 
 
 def test_structured_output_and_stop_strings_are_ours(store, checkpoints):
@@ -155,18 +125,9 @@ def test_quantized_conversions_load_generate_stop_and_keep_the_top_token(store, 
     assert json.loads((model.path / "slmkit_source.json").read_text())["precision"] == precision
     with open_llm(checkpoints["phi3-wide"], backend="torch") as reference, open_llm(model.path) as quantized:
         assert quantized.info.file_type == precision
-        out = quantized.generate("The capital of France is", SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))
-        assert len(out.token_ids) == 12 and out.finish_reason == "length"
-        end = reference.tokenizer.token_id("<|end|>")
-        assert end in quantized.tokenizer.special.end_of_generation
-        stopped = quantized.chat([{"role": "user", "content": "Hi"}],
-                                 SamplingParams(max_tokens=8, temperature=0, logit_bias={end: 100.0}))
-        assert stopped.token_ids == [end] and stopped.finish_reason == "stop" and stopped.text == ""
-        rate = first_step_agreement(reference, quantized, FIRST_STEP_PROMPTS)
+        check_quantized(reference, quantized, f"openvino {precision}")
     fp32 = converted(store, checkpoints, "phi3-wide", "fp32").path
     assert (model.path / "openvino_model.bin").stat().st_size < (fp32 / "openvino_model.bin").stat().st_size / 2
-    print(f"\nopenvino {precision}: first-step top-1 agrees with torch fp32 on {rate:.0%} of {len(FIRST_STEP_PROMPTS)} prompts")
-    assert rate >= 0.5
 
 
 def test_an_export_without_its_tokenizer_ir_is_refused(store, checkpoints, tmp_path):

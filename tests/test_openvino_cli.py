@@ -14,7 +14,7 @@ pytest.importorskip("sentencepiece")
 pytest.importorskip("openvino")
 
 from hf_fixtures import write_sp_checkpoint  # noqa: E402
-from test_convert_cli import slm  # noqa: E402
+from server_process import slm  # noqa: E402
 
 from slmkit import LLM, SamplingParams  # noqa: E402
 from slmkit.errors import BackendUnavailableError  # noqa: E402

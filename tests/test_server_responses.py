@@ -84,12 +84,13 @@ def test_store_false_is_not_found_later_and_unknown_ids_are_a_400(client):
 
 
 @pytest.mark.parametrize("kwargs,param", [
-    ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
-    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, "input[0].type"),
+    ({"tools": [{"type": "computer_use_preview", "display_width": 800, "display_height": 600,
+                 "environment": "linux"}]}, "tools[0].type"),
+    ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, "input[0].type"),
     ({"input": [{"role": "tool", "content": "x"}]}, "input[0]"),
     ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"temperature": 3}, "temperature"),
-    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text.format"),
+    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"$ref": "#/nope"}}}}, "text.format.schema"),
 ])
 def test_what_cannot_run_is_a_400_naming_the_field(client, kwargs, param):
     body = {"model": "smollm2", "input": QUESTION, **kwargs}

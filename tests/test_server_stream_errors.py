@@ -10,11 +10,11 @@ from types import SimpleNamespace
 from test_server_ollama import FakeStream
 
 from slmkit.errors import RequestTimeoutError
-from slmkit.server.anthropic_routes import _events
+from slmkit.server.anthropic_routes import _Reply
 from slmkit.server.conversations import ConversationStore
 from slmkit.server.responses_protocol import ResponseRequest
 from slmkit.server.responses_routes import _Answer
-from slmkit.types import Message, RequestOutput, Usage
+from slmkit.types import Message, RequestOutput, SamplingParams, Usage
 
 
 def parse_sse(chunks: list[str]) -> list[tuple[str, dict]]:
@@ -34,7 +34,7 @@ def drain(agen) -> list[tuple[str, dict]]:
 
 def test_anthropic_stream_error_is_an_error_event():
     stream = FakeStream([RequestOutput("Hel", [5])], error=RequestTimeoutError("ran past 1 s"))
-    events = drain(_events(stream, "msg_1", "m"))
+    events = drain(_Reply("msg_1", "m", calls_tools=False).events(stream))
     assert [e for e, _ in events] == ["message_start", "content_block_start", "ping", "content_block_delta", "error"]
     assert events[-1][1] == {"type": "error", "error": {"type": "timeout_error", "message": "ran past 1 s"}}
     assert stream.closed
@@ -42,7 +42,7 @@ def test_anthropic_stream_error_is_an_error_event():
 
 def test_responses_stream_error_is_an_error_event_then_failed_and_nothing_is_stored():
     ctx = SimpleNamespace(conversations=ConversationStore())
-    answer = _Answer(ctx, ResponseRequest(model="m", input="hi"), [Message("user", "hi")])
+    answer = _Answer(ctx, ResponseRequest(model="m", input="hi"), [Message("user", "hi")], SamplingParams())
     stream = FakeStream([RequestOutput("Hel", [5])], error=RequestTimeoutError("ran past 1 s"))
     events = drain(answer.events(stream))
     assert [e for e, _ in events][-3:] == ["response.output_text.delta", "error", "response.failed"]
@@ -59,7 +59,7 @@ def test_the_conversation_store_keeps_the_newest():
 
 def test_a_finished_answer_is_stored_with_its_conversation():
     ctx = SimpleNamespace(conversations=ConversationStore())
-    answer = _Answer(ctx, ResponseRequest(model="m", input="hi"), [Message("user", "hi")])
+    answer = _Answer(ctx, ResponseRequest(model="m", input="hi"), [Message("user", "hi")], SamplingParams())
     done = FakeStream([RequestOutput("Hello", [5]), RequestOutput("", [], finish_reason="stop", usage=Usage(3, 1))])
     events = drain(answer.events(done))
     assert events[-1][0] == "response.completed" and events[-1][1]["response"]["usage"]["total_tokens"] == 4

@@ -30,8 +30,9 @@ import numpy as np
 from slmkit.backends.base import Chunk
 from slmkit.backends.mlx_batch import DecodeBatch
 from slmkit.backends.llamacpp import ModelInfo
+from slmkit.backends.per_sequence import PerSequenceRunner
 from slmkit.convert.prepared import both_rope_key_styles
-from slmkit.errors import BackendUnavailableError, ContextLengthError, InvalidParameterError, ModelLoadError, SlmkitError
+from slmkit.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError
 
 
 def import_mlx():
@@ -223,27 +224,24 @@ class RopeRegimes:
             self._current = module
 
 
-class MLXRunner:
-    """The `Runner` protocol over mlx-lm prompt caches, one per sequence, batched for decoding."""
+class MLXRunner(PerSequenceRunner):
+    """The `Runner` protocol over mlx-lm prompt caches, one per sequence, batched for decoding.
+    A sequence's own cache (its state) is absent while it is empty or its KV sits in a batch."""
 
     def __init__(self, model: MLXModel, *, context_length: int, max_sequences: int = 16, max_batch_tokens: int = 512):
+        super().__init__(vocab_size=int(model.config.get("vocab_size") or model.tokenizer.vocab_size),
+                         context_length=context_length, max_sequences=max_sequences, max_batch_tokens=max_batch_tokens)
         self._mx = import_mlx()
-        from mlx_lm.models.cache import make_prompt_cache
-
-        self._make_cache = lambda: make_prompt_cache(model.model)
         self.model = model
-        self.vocab_size = int(model.config.get("vocab_size") or model.tokenizer.vocab_size)
-        self.max_sequences = max_sequences
-        self.context_length = context_length
-        self.kv_cells = context_length * max_sequences
-        self.max_batch_tokens = min(max_batch_tokens, context_length)
-        self._caches: list[list | None] = [None] * max_sequences  # None while empty or in the batch
-        self._tokens: list[list[int]] = [[] for _ in range(max_sequences)]
         self._long = [False] * max_sequences  # rope regime each sequence's cached keys were made with
         # Decoding sequences, one batch per rope regime (a forward runs one regime).
         self._batches = {False: DecodeBatch(self._mx), True: DecodeBatch(self._mx)}
 
-    # -- Runner protocol ------------------------------------------------------------------
+    def _new_state(self) -> list:
+        from mlx_lm.models.cache import make_prompt_cache
+
+        return make_prompt_cache(self.model.model)
+
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
         self._check(chunks)
         for chunk in chunks:
@@ -260,55 +258,31 @@ class MLXRunner:
                 if out is not None:
                     rows[i] = out
         for chunk in chunks:
-            self._tokens[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
-        wanted = [rows[i] for i in sorted(rows) if chunks[i].want_logits or chunks[i].all_logits]
-        if not wanted:
-            return np.empty((0, self.vocab_size), dtype=np.float32)
-        return np.concatenate(wanted)
+            self._hold(chunk)
+        return self._stack([rows[i] for i in sorted(rows) if chunks[i].want_logits or chunks[i].all_logits])
 
-    def truncate(self, seq_id: int, length: int) -> None:
+    def _rewind(self, seq_id: int, length: int) -> None:
         from mlx_lm.models.cache import trim_prompt_cache
 
-        length = max(0, length)
-        held = len(self._tokens[seq_id])
-        if length >= held:
-            return
-        cache = self._own_cache(seq_id)
-        trim_prompt_cache(cache, held - length)
-        del self._tokens[seq_id][length:]
+        trim_prompt_cache(self._own_cache(seq_id), len(self._tokens[seq_id]) - length)
 
-    def copy_prefix(self, src: int, dst: int, length: int) -> None:
-        if length > len(self._tokens[src]):
-            raise SlmkitError(f"sequence {src} holds {len(self._tokens[src])} tokens, cannot copy {length}")
-        if src == dst:
-            self.truncate(dst, length)
-            return
-        source = self._own_cache(src)
-        self.free(dst)
-        copy = self._make_cache()
-        for theirs, mine in zip(source, copy):
-            if length and theirs.keys is not None:
+    def _copy_state(self, src: int, dst: int, length: int) -> None:
+        copy = self._new_state()
+        for theirs, mine in zip(self._own_cache(src), copy):
+            if theirs.keys is not None:
                 # A slice is a new array: writes into either cache never reach the other.
                 mine.state = (theirs.keys[..., :length, :], theirs.values[..., :length, :], length)
         self._mx.eval([(c.keys, c.values) for c in copy if c.keys is not None])
-        self._caches[dst] = copy
-        self._tokens[dst] = self._tokens[src][:length]
+        self._states[dst] = copy
         self._long[dst] = self._long[src]
 
-    def free(self, seq_id: int) -> None:
+    def _drop_state(self, seq_id: int) -> None:
         self._leave_batch(seq_id, keep=False)
-        self._caches[seq_id] = None
-        self._tokens[seq_id] = []
+        super()._drop_state(seq_id)
         self._long[seq_id] = False
 
-    def sequence_length(self, seq_id: int) -> int:
-        return len(self._tokens[seq_id])
-
-    def used_cells(self) -> int:
-        return sum(map(len, self._tokens))
-
     def close(self) -> None:
-        self._caches = [None] * self.max_sequences
+        super().close()
         for batch in self._batches.values():
             batch.clear()
 
@@ -316,16 +290,14 @@ class MLXRunner:
     def _own_cache(self, seq_id: int) -> list:
         """The sequence's own prompt cache, taken out of the batch if it is there."""
         self._leave_batch(seq_id, keep=True)
-        if self._caches[seq_id] is None:
-            self._caches[seq_id] = self._make_cache()
-        return self._caches[seq_id]
+        return self._state(seq_id)
 
     def _leave_batch(self, seq_id: int, *, keep: bool) -> None:
         for batch in self._batches.values():
             if batch.holds(seq_id):
                 cache = batch.take(seq_id, keep=keep)
                 if keep:
-                    self._caches[seq_id] = cache
+                    self._states[seq_id] = cache
 
     def _decode_together(self, chunks: list[Chunk]) -> list[np.ndarray]:
         """One ``[B, 1]`` forward over the regime's batch cache; logits rows in ``chunks`` order."""
@@ -334,12 +306,11 @@ class MLXRunner:
             self.model.ropes.use(long)
 
         def own_cache(seq_id: int) -> list:
-            cache = self._caches[seq_id] or self._make_cache()
-            self._caches[seq_id] = None  # its KV lives in the batch now
-            return cache
+            cache = self._states.pop(seq_id, None)  # its KV lives in the batch now
+            return cache if cache is not None else self._new_state()
 
         def give_back(seq_id: int, cache: list) -> None:
-            self._caches[seq_id] = cache
+            self._states[seq_id] = cache
 
         rows = self._batches[long].forward(self.model.model, {c.seq_id: int(c.token_ids[0]) for c in chunks},
                                            own_cache, give_back)
@@ -368,32 +339,16 @@ class MLXRunner:
         self._long[seq_id] = long
         history = self._tokens[seq_id]
         self._leave_batch(seq_id, keep=False)
-        self._caches[seq_id] = None
+        self._states.pop(seq_id, None)
         for start in range(0, len(history), self.max_batch_tokens):
             self._run_alone(Chunk(seq_id, history[start : start + self.max_batch_tokens], start, want_logits=False))
 
     def _check(self, chunks: list[Chunk]) -> None:
-        total, seen = 0, set()
+        seen = set()
         for chunk in chunks:
-            k = len(chunk.token_ids)
-            if not 0 <= chunk.seq_id < self.max_sequences:
-                raise InvalidParameterError("seq_id", f"sequence {chunk.seq_id} is outside 0..{self.max_sequences - 1}")
             if chunk.seq_id in seen:
                 raise InvalidParameterError("chunk", f"two chunks for sequence {chunk.seq_id} in one step")
             seen.add(chunk.seq_id)
-            if k == 0:
-                raise InvalidParameterError("chunk", f"empty chunk for sequence {chunk.seq_id}")
             if chunk.embeddings:
                 raise InvalidParameterError("chunk", "the mlx engine runs text models only (no image embeddings)")
-            total += k
-            if total > self.max_batch_tokens:
-                raise InvalidParameterError(
-                    "chunk", f"batch of {total} tokens exceeds max_batch_tokens={self.max_batch_tokens}")
-            if chunk.start_pos != len(self._tokens[chunk.seq_id]):
-                raise SlmkitError(f"sequence {chunk.seq_id} holds {len(self._tokens[chunk.seq_id])} tokens, "
-                                  f"chunk starts at {chunk.start_pos}")
-            if chunk.start_pos + k > self.context_length:
-                raise ContextLengthError(f"sequence {chunk.seq_id} would reach {chunk.start_pos + k} tokens; "
-                                         f"the context holds {self.context_length}")
-            if min(chunk.token_ids) < 0 or max(chunk.token_ids) >= self.vocab_size:
-                raise InvalidParameterError("token_ids", f"a token id is outside the vocabulary (0..{self.vocab_size - 1})")
+        super()._check(chunks)

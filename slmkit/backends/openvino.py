@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slmkit.backends.base import Chunk, check_chunks
+from slmkit.backends.base import Chunk
 from slmkit.backends.llamacpp import ModelInfo, default_threads
+from slmkit.backends.per_sequence import PerSequenceRunner
 from slmkit.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError, SlmkitError
 
 MODEL_XML = "openvino_model.xml"
@@ -127,35 +128,24 @@ class OpenVINOModel:
         self.compiled = None
 
 
-class OpenVINORunner:
+class OpenVINORunner(PerSequenceRunner):
     """The `Runner` protocol over one ``InferRequest`` per sequence (made on first use, kept for reuse)."""
 
     def __init__(self, model: OpenVINOModel, *, context_length: int, max_sequences: int = 16,
                  max_batch_tokens: int = 512):
-        if max_sequences < 1:
-            raise InvalidParameterError("max_sequences", "must be >= 1")
+        super().__init__(vocab_size=model.vocab_size, context_length=context_length, max_sequences=max_sequences,
+                         max_batch_tokens=max_batch_tokens)
         self._ov = import_ov()
         self.model = model
-        self.vocab_size = model.vocab_size
-        self.max_sequences = max_sequences
-        self.context_length = context_length
-        self.kv_cells = context_length * max_sequences
-        self.max_batch_tokens = min(max_batch_tokens, context_length)
-        self._requests: dict[int, object] = {}
-        self._tokens: list[list[int]] = [[] for _ in range(max_sequences)]
         self._beam = np.zeros(1, dtype=np.int32)
         self._batch = None  # the InferRequest that decodes several sequences together
         self._kv_bytes_per_token: int | None = None
 
-    def _request(self, seq_id: int):
-        request = self._requests.get(seq_id)
-        if request is None:
-            request = self._requests[seq_id] = self.model.compiled.create_infer_request()
-        return request
+    def _new_state(self):
+        return self.model.compiled.create_infer_request()
 
-    # -- Runner protocol ------------------------------------------------------------------
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
-        check_chunks(self, chunks, self._tokens)
+        self._check(chunks)
         together = [i for i, c in enumerate(chunks) if len(c.token_ids) == 1 and not c.all_logits
                     and self._tokens[c.seq_id]]
         if len(together) < 2 or not self._worth_batching([chunks[i] for i in together]):
@@ -167,19 +157,17 @@ class OpenVINORunner:
         if together:
             logits = self._decode_together([chunks[i] for i in together])
             rows.update((i, logits[n : n + 1]) for n, i in enumerate(together) if chunks[i].want_logits)
-        if not rows:
-            return np.empty((0, self.vocab_size), dtype=np.float32)
-        return np.concatenate([rows[i] for i in sorted(rows)])
+        return self._stack([rows[i] for i in sorted(rows)])
 
     def _run_alone(self, chunk: Chunk, rows: dict[int, np.ndarray], index: int) -> None:
-        request = self._request(chunk.seq_id)
+        request = self._state(chunk.seq_id)
         start, k = chunk.start_pos, len(chunk.token_ids)
         inputs = {"input_ids": np.asarray(chunk.token_ids, dtype=np.int64).reshape(1, k),
                   "attention_mask": np.ones((1, start + k), dtype=np.int64), "beam_idx": self._beam}
         if self.model.has_position_ids:
             inputs["position_ids"] = np.arange(start, start + k, dtype=np.int64).reshape(1, k)
         self._infer(request, inputs, f"sequence {chunk.seq_id}")
-        self._tokens[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
+        self._hold(chunk)
         logits = request.get_tensor("logits").data
         if chunk.all_logits:
             rows[index] = np.array(logits[0], dtype=np.float32)
@@ -190,7 +178,7 @@ class OpenVINORunner:
         """Batching reads the weights once for all rows instead of once per row, but packs every
         row's KV into one padded batch state and unpacks it again (about three copies of it)."""
         if self._kv_bytes_per_token is None:
-            held = self._requests[chunks[0].seq_id].query_state()
+            held = self._states[chunks[0].seq_id].query_state()
             self._kv_bytes_per_token = sum(s.state.data[0, :, 0].nbytes for s in held)
         copied = 3 * self._kv_bytes_per_token * sum(len(self._tokens[c.seq_id]) for c in chunks)
         return copied < (len(chunks) - 1) * self.model.weight_bytes
@@ -201,7 +189,7 @@ class OpenVINORunner:
         position; the grown states are cut back into each sequence's own request."""
         lengths = [len(self._tokens[c.seq_id]) for c in chunks]
         longest, batch_size = max(lengths), len(chunks)
-        held = [{state.name: state.state for state in self._requests[c.seq_id].query_state()} for c in chunks]
+        held = [{state.name: state.state for state in self._states[c.seq_id].query_state()} for c in chunks]
         if self._batch is None:
             self._batch = self.model.compiled.create_infer_request()
         for state in self._batch.query_state():
@@ -221,9 +209,9 @@ class OpenVINORunner:
         logits = np.array(self._batch.get_tensor("logits").data[:, -1], dtype=np.float32)
         grown = {state.name: state.state.data for state in self._batch.query_state()}
         for row, (chunk, n) in enumerate(zip(chunks, lengths)):
-            for state in self._requests[chunk.seq_id].query_state():
+            for state in self._states[chunk.seq_id].query_state():
                 state.state = self._ov.Tensor(np.ascontiguousarray(grown[state.name][row : row + 1, :, longest - n :]))
-            self._tokens[chunk.seq_id].append(int(chunk.token_ids[0]))
+            self._hold(chunk)
         return logits
 
     @staticmethod
@@ -233,46 +221,23 @@ class OpenVINORunner:
         except Exception as exc:  # noqa: BLE001 - OpenVINO's RuntimeError carries the reason
             raise SlmkitError(f"OpenVINO failed on {what}: {exc}") from exc
 
-    def truncate(self, seq_id: int, length: int) -> None:
-        length = max(0, length)
-        if length >= len(self._tokens[seq_id]):
-            return
-        if length == 0:
-            self.free(seq_id)
-            return
-        request = self._requests[seq_id]
-        for state in request.query_state():
+    def _rewind(self, seq_id: int, length: int) -> None:
+        for state in self._states[seq_id].query_state():
             state.state = self._cut(state.state.data, length, seq_id)
-        del self._tokens[seq_id][length:]
 
-    def copy_prefix(self, src: int, dst: int, length: int) -> None:
-        if length > len(self._tokens[src]):
-            raise SlmkitError(f"sequence {src} holds {len(self._tokens[src])} tokens, cannot copy {length}")
-        if src == dst:
-            self.truncate(dst, length)
-            return
-        self.free(dst)
-        if length == 0:
-            return
-        source = {state.name: state.state.data for state in self._requests[src].query_state()}
-        for state in self._request(dst).query_state():
+    def _copy_state(self, src: int, dst: int, length: int) -> None:
+        """The source's states, cut to the prefix, into the target's request: no re-run."""
+        source = {state.name: state.state.data for state in self._states[src].query_state()}
+        for state in self._state(dst).query_state():
             state.state = self._cut(source[state.name], length, src)
-        self._tokens[dst] = self._tokens[src][:length]
 
-    def free(self, seq_id: int) -> None:
-        request = self._requests.get(seq_id)
-        if request is not None:
+    def _drop_state(self, seq_id: int) -> None:
+        request = self._states.get(seq_id)
+        if request is not None:  # the request stays for reuse; only its KV states go
             request.reset_state()
-        self._tokens[seq_id] = []
-
-    def sequence_length(self, seq_id: int) -> int:
-        return len(self._tokens[seq_id])
-
-    def used_cells(self) -> int:
-        return sum(map(len, self._tokens))
 
     def close(self) -> None:
-        self._requests.clear()
+        super().close()
         self._batch = None
 
     def _cut(self, kv: np.ndarray, length: int, seq_id: int):

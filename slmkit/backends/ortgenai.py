@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slmkit.backends.base import Chunk, check_chunks
+from slmkit.backends.base import Chunk
 from slmkit.backends.llamacpp import ModelInfo, default_threads
+from slmkit.backends.per_sequence import PerSequenceRunner
 from slmkit.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError, SlmkitError
 
 GENAI_CONFIG = "genai_config.json"
@@ -110,80 +111,42 @@ def _source_facts(folder: Path) -> dict:
         return {}
 
 
-class OrtGenAIRunner:
+class OrtGenAIRunner(PerSequenceRunner):
     """The `Runner` protocol over one ``og.Generator`` per sequence (made on first use, dropped on free)."""
 
     def __init__(self, model: OrtGenAIModel, *, context_length: int, max_sequences: int = 16,
                  max_batch_tokens: int = 512):
-        if max_sequences < 1:
-            raise InvalidParameterError("max_sequences", "must be >= 1")
+        super().__init__(vocab_size=int(model.config.get("model", {}).get("vocab_size") or model.tokenizer.vocab_size),
+                         context_length=context_length, max_sequences=max_sequences, max_batch_tokens=max_batch_tokens)
         self._og = import_og()
         self.model = model
-        self.vocab_size = int(model.config.get("model", {}).get("vocab_size") or model.tokenizer.vocab_size)
-        self.max_sequences = max_sequences
-        self.context_length = context_length
-        self.kv_cells = context_length * max_sequences
-        self.max_batch_tokens = min(max_batch_tokens, context_length)
-        self._generators: dict[int, object] = {}
-        self._tokens: list[list[int]] = [[] for _ in range(max_sequences)]
 
-    def _generator(self, seq_id: int):
-        gen = self._generators.get(seq_id)
-        if gen is None:
-            params = self._og.GeneratorParams(self.model.og_model)
-            params.set_search_options(max_length=self.context_length, do_sample=False)
-            gen = self._generators[seq_id] = self._og.Generator(self.model.og_model, params)
-        return gen
+    def _new_state(self):
+        params = self._og.GeneratorParams(self.model.og_model)
+        params.set_search_options(max_length=self.context_length, do_sample=False)
+        return self._og.Generator(self.model.og_model, params)
 
-    # -- Runner protocol ------------------------------------------------------------------
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
-        check_chunks(self, chunks, self._tokens)
+        self._check(chunks)
         rows = []
         for chunk in chunks:
-            gen = self._generator(chunk.seq_id)
+            gen = self._state(chunk.seq_id)
             try:
                 gen.append_tokens(np.asarray(chunk.token_ids, dtype=np.int32))
             except Exception as exc:  # noqa: BLE001 - ORT's RuntimeError carries the reason
                 raise SlmkitError(f"ONNX Runtime GenAI failed on sequence {chunk.seq_id}: {exc}") from exc
-            self._tokens[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
+            self._hold(chunk)
             if chunk.all_logits:
                 rows.append(np.asarray(gen.get_output("logits"), dtype=np.float32).reshape(-1, self.vocab_size))
             elif chunk.want_logits:
                 rows.append(np.asarray(gen.get_logits(), dtype=np.float32).reshape(1, self.vocab_size))
-        if not rows:
-            return np.empty((0, self.vocab_size), dtype=np.float32)
-        return np.concatenate(rows)
+        return self._stack(rows)
 
-    def truncate(self, seq_id: int, length: int) -> None:
-        length = max(0, length)
-        if length >= len(self._tokens[seq_id]):
-            return
-        if length == 0:
-            self.free(seq_id)
-            return
-        self._generators[seq_id].rewind_to(length)
-        del self._tokens[seq_id][length:]
+    def _rewind(self, seq_id: int, length: int) -> None:
+        self._states[seq_id].rewind_to(length)
 
-    def copy_prefix(self, src: int, dst: int, length: int) -> None:
-        if length > len(self._tokens[src]):
-            raise SlmkitError(f"sequence {src} holds {len(self._tokens[src])} tokens, cannot copy {length}")
-        if src == dst:
-            self.truncate(dst, length)
-            return
+    def _copy_state(self, src: int, dst: int, length: int) -> None:
+        """Re-run the prefix on the target: ORT shares no KV between Generators."""
         prefix = self._tokens[src][:length]
-        self.free(dst)
         for start in range(0, len(prefix), self.max_batch_tokens):
             self.forward([Chunk(dst, prefix[start : start + self.max_batch_tokens], start, want_logits=False)])
-
-    def free(self, seq_id: int) -> None:
-        self._generators.pop(seq_id, None)
-        self._tokens[seq_id] = []
-
-    def sequence_length(self, seq_id: int) -> int:
-        return len(self._tokens[seq_id])
-
-    def used_cells(self) -> int:
-        return sum(map(len, self._tokens))
-
-    def close(self) -> None:
-        self._generators.clear()

@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from slmkit.backends.base import Chunk, check_chunks, check_runner_options
+from slmkit.backends.base import Chunk, check_runner_options
 from slmkit.backends.llamacpp import ModelInfo
+from slmkit.backends.per_sequence import PerSequenceRunner
 from slmkit.errors import BackendUnavailableError, InvalidParameterError, ModelLoadError, SlmkitError
 
 EXTRA = "transformers"
@@ -142,22 +143,17 @@ class TransformersModel:
         self.model = None
 
 
-class TransformersRunner:
+class TransformersRunner(PerSequenceRunner):
     """The `Runner` protocol over one transformers cache per sequence (made on first use, dropped on free)."""
 
     def __init__(self, model: TransformersModel, *, context_length: int, max_sequences: int = 16,
                  max_batch_tokens: int = 512, threads: int | None = None):
-        if max_sequences < 1:
-            raise InvalidParameterError("max_sequences", "must be >= 1")
+        super().__init__(vocab_size=int(getattr(model.config, "vocab_size", None) or model.tokenizer.vocab_size),
+                         context_length=context_length, max_sequences=max_sequences, max_batch_tokens=max_batch_tokens)
         self._torch, self._transformers = import_transformers()
         if threads:
             self._torch.set_num_threads(threads)
         self.model = model
-        self.vocab_size = int(getattr(model.config, "vocab_size", None) or model.tokenizer.vocab_size)
-        self.max_sequences = max_sequences
-        self.context_length = context_length
-        self.kv_cells = context_length * max_sequences
-        self.max_batch_tokens = min(max_batch_tokens, context_length)
         params = inspect.signature(model.model.forward).parameters
         # transformers >= 5.2x names it `cache`; remote code written for 4.x takes `past_key_values`.
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
@@ -165,10 +161,10 @@ class TransformersRunner:
         rope = getattr(model.config, "rope_parameters", None) or getattr(model.config, "rope_scaling", None) or {}
         longrope = isinstance(rope, dict) and "longrope" in (rope.get("rope_type"), rope.get("type"))
         self._switch = getattr(model.config, "original_max_position_embeddings", None) if longrope else None
-        self._caches: dict[int, Any] = {}
-        self._tokens: list[list[int]] = [[] for _ in range(max_sequences)]
 
-    # -- Runner protocol ------------------------------------------------------------------
+    def _new_state(self):
+        return self._transformers.DynamicCache(config=self.model.config)
+
     def forward(self, chunks: list[Chunk]) -> np.ndarray:
         self._check(chunks)
         rows = []
@@ -178,69 +174,36 @@ class TransformersRunner:
                 if self._switch and start <= self._switch < start + len(ids) and start > 0:
                     # keys cached with the short factors: recompute them with the long ones
                     ids, start = self._tokens[chunk.seq_id] + ids, 0
-                    self._caches.pop(chunk.seq_id, None)
+                    self._states.pop(chunk.seq_id, None)
                 logits = self._run(chunk.seq_id, ids, start, every=chunk.all_logits)
-                self._tokens[chunk.seq_id].extend(int(t) for t in chunk.token_ids)
+                self._hold(chunk)
                 if chunk.all_logits:
                     rows.append(logits[-len(chunk.token_ids):])
                 elif chunk.want_logits:
                     rows.append(logits[-1:])
-        if not rows:
-            return np.empty((0, self.vocab_size), dtype=np.float32)
-        return np.concatenate(rows)
+        return self._stack(rows)
 
-    def truncate(self, seq_id: int, length: int) -> None:
-        length = max(0, length)
-        held = len(self._tokens[seq_id])
-        if length >= held:
-            return
-        if length == 0:
-            self.free(seq_id)
-            return
+    def _rewind(self, seq_id: int, length: int) -> None:
         kept = self._tokens[seq_id][:length]
-        cache = self._caches.get(seq_id)
         try:
-            cache.crop(length - held)
+            self._states.get(seq_id).crop(length - len(self._tokens[seq_id]))
         except (RuntimeError, ValueError, AttributeError):  # a full sliding window keeps no past to go back to
             self.free(seq_id)
             self._replay(seq_id, kept)
-            return
-        self._tokens[seq_id] = kept
 
-    def copy_prefix(self, src: int, dst: int, length: int) -> None:
-        if length > len(self._tokens[src]):
-            raise SlmkitError(f"sequence {src} holds {len(self._tokens[src])} tokens, cannot copy {length}")
-        if src == dst:
-            self.truncate(dst, length)
-            return
-        self.free(dst)
-        if length == 0:
-            return
-        self._caches[dst] = copy.deepcopy(self._caches[src])
+    def _copy_state(self, src: int, dst: int, length: int) -> None:
+        self._states[dst] = copy.deepcopy(self._states[src])
         self._tokens[dst] = list(self._tokens[src])
         self.truncate(dst, length)
-
-    def free(self, seq_id: int) -> None:
-        self._caches.pop(seq_id, None)
-        self._tokens[seq_id] = []
-
-    def sequence_length(self, seq_id: int) -> int:
-        return len(self._tokens[seq_id])
-
-    def used_cells(self) -> int:
-        return sum(map(len, self._tokens))
-
-    def close(self) -> None:
-        self._caches.clear()
 
     # -- internals ------------------------------------------------------------------------
     def _run(self, seq_id: int, ids: list[int], start: int, *, every: bool) -> np.ndarray:
         """One forward of ``ids`` at positions ``start ..`` on the sequence's cache; logits
         ``[rows, vocab]`` of the last token, or of every token when ``every``."""
         torch = self._torch
-        cache = self._caches.get(seq_id)
-        if cache is None:
-            cache = self._transformers.DynamicCache(config=self.model.config)
+        cache = self._states.get(seq_id)
+        if cache is None:  # stored only once the forward succeeds
+            cache = self._new_state()
         device = self.model.device
         kwargs: dict[str, Any] = {
             "input_ids": torch.tensor([ids], dtype=torch.long, device=device),
@@ -255,7 +218,7 @@ class TransformersRunner:
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:
             raise SlmkitError(f"transformers failed on sequence {seq_id}: {exc}") from exc
         returned = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        self._caches[seq_id] = returned if returned is not None else cache
+        self._states[seq_id] = returned if returned is not None else cache
         return out.logits[0].float().cpu().numpy()
 
     def _replay(self, seq_id: int, tokens: list[int]) -> None:
@@ -269,4 +232,4 @@ class TransformersRunner:
         if any(chunk.embeddings for chunk in chunks):
             raise InvalidParameterError("images", "the transformers engine runs text models only; "
                                                   "run a vision model with --backend torch")
-        check_chunks(self, chunks, self._tokens)
+        super()._check(chunks)

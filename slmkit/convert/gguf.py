@@ -16,7 +16,7 @@ from pathlib import Path
 from slmkit.convert.llama_cpp_sources import converter_script, llama_cpp_version
 from slmkit.convert.prepared import linked_copy, released_architecture
 from slmkit.convert.process import run_converter
-from slmkit.convert.registry import ConvertedModel, HFSource, ProgressFn, unsupported_architecture
+from slmkit.convert.converter import ConvertedModel, HFSource, ProgressFn, unsupported_architecture
 from slmkit.errors import InvalidParameterError
 
 _SHORTHANDS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "q8_0", "int4": "q4_k_m"}

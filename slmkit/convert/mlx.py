@@ -22,7 +22,7 @@ from pathlib import Path
 from slmkit.backends.mlx import mlx_lm_model_types, mlx_model_config
 from slmkit.convert.prepared import linked_copy
 from slmkit.convert.process import run_converter
-from slmkit.convert.registry import ConvertedModel, HFSource, ProgressFn
+from slmkit.convert.converter import ConvertedModel, HFSource, ProgressFn
 from slmkit.errors import BackendUnavailableError, InvalidParameterError
 
 # precision -> mlx-lm convert flags

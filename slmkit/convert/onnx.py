@@ -22,7 +22,7 @@ from pathlib import Path
 from slmkit.backends.ortgenai import SOURCE_FACTS
 from slmkit.convert.prepared import both_rope_key_styles, linked_copy, released_architecture
 from slmkit.convert.process import run_converter
-from slmkit.convert.registry import ConvertedModel, HFSource, ProgressFn, unsupported_architecture
+from slmkit.convert.converter import ConvertedModel, HFSource, ProgressFn, unsupported_architecture
 from slmkit.errors import BackendUnavailableError, InvalidParameterError
 
 _PRECISIONS = {"fp32": "fp32", "int8": "int8", "int4": "int4"}

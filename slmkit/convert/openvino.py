@@ -19,7 +19,7 @@ from slmkit.backends.openvino import MODEL_XML, SOURCE_FACTS, TOKENIZER_FILES
 from slmkit.convert.onnx import parameter_count
 from slmkit.convert.prepared import linked_copy, released_architecture
 from slmkit.convert.process import run_converter
-from slmkit.convert.registry import ConvertedModel, HFSource, ProgressFn, unsupported_architecture
+from slmkit.convert.converter import ConvertedModel, HFSource, ProgressFn, unsupported_architecture
 from slmkit.convert.tool_env import ToolEnv, host_torch_requirement
 from slmkit.errors import InvalidParameterError, ModelLoadError
 

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the registry's type only: this module stays a leaf the engines may import
-    from slmkit.convert.registry import HFSource
+if TYPE_CHECKING:  # a type only: this module stays a leaf the engines may import
+    from slmkit.convert.converter import HFSource
 
 ARCHITECTURE_ALIASES = {"PhimoeForCausalLM": "PhiMoEForCausalLM"}
 

@@ -11,22 +11,11 @@ import torch
 
 from slmkit.errors import ModelLoadError
 from slmkit.models.budget import check_allocation
+from slmkit.models.registry import build_model, gguf_state_dict, load_weights
 from slmkit.progress import progress_bar
 
 # GGUF general.architecture -> HF model_type
 ARCHITECTURES = {"llama": "llama", "phi3": "phi3", "phimoe": "phimoe"}
-GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-
-
-def name_map(num_layers: int, per_layer: dict[str, str], kinds=("weight", "bias")) -> dict[str, str]:
-    """llama.cpp tensor name -> our parameter name: the global tensors plus ``blk.N.<theirs>`` ->
-    ``model.layers.N.<ours>`` for each kind (weight, bias)."""
-    names = {f"{theirs}.{kind}": f"{ours}.{kind}" for theirs, ours in GLOBAL_NAMES.items() for kind in kinds}
-    for i in range(num_layers):
-        for theirs, ours in per_layer.items():
-            for kind in kinds:
-                names[f"blk.{i}.{theirs}.{kind}"] = f"model.layers.{i}.{ours}.{kind}"
-    return names
 
 
 def _fields(reader) -> dict[str, Any]:
@@ -125,8 +114,6 @@ def read_gguf(path: str | Path, *, progress: bool = True) -> tuple[dict[str, Any
 def load_gguf_model(path: str | Path, dtype: torch.dtype, device="cpu", *, progress: bool = True,
                     quantize: str = "none"):
     """Our model with the GGUF's weights (its HF-style config stays in ``model.config.raw``)."""
-    from slmkit.models.registry import build_model, gguf_state_dict, load_weights
-
     _, config, tensors = read_gguf(path, progress=progress)
     model = build_model(config, dtype, device, weight_elements=sum(t.size for t in tensors.values()), source=str(path),
                         empty=True, quantize=quantize)

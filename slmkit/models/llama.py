@@ -12,6 +12,7 @@ from torch import nn
 
 from slmkit.models.cache import ForwardBatch, KVCache
 from slmkit.models.config import ModelConfig
+from slmkit.models.gguf_names import name_map
 from slmkit.models.layers import RMSNorm, SwiGLU, cached_attention
 from slmkit.models.rope import RotaryEmbedding, apply_rope
 
@@ -128,8 +129,6 @@ def unpermute_rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
 
 def gguf_names(config: ModelConfig) -> dict[str, str]:
     """llama.cpp tensor name -> our parameter name."""
-    from slmkit.models.gguf import name_map
-
     return name_map(config.num_layers, {
         "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
         "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",

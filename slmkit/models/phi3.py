@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slmkit.models.config import ModelConfig
-from slmkit.models.gguf import name_map
+from slmkit.models.gguf_names import name_map
 from slmkit.models.layers import RMSNorm
 from slmkit.models.llama import CausalLM, DecoderBody, DecoderLayer, RopeAttention
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from slmkit.errors import ModelLoadError
 from slmkit.models.config import ModelConfig
-from slmkit.models.gguf import name_map
+from slmkit.models.gguf_names import name_map
 from slmkit.models.llama import CausalLM, DecoderBody, DecoderLayer, LlamaAttention
 
 

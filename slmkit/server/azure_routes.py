@@ -13,8 +13,9 @@ from fastapi import APIRouter, Request
 
 from slmkit.errors import InvalidParameterError, InvalidRequestError
 from slmkit.server.openapi import request_body
+from slmkit.server.context import ctx_of
 from slmkit.server.http import parse_model, read_json
-from slmkit.server.openai_routes import ctx_of, run_chat
+from slmkit.server.openai_routes import run_chat
 from slmkit.server.protocol import ChatCompletionRequest
 
 router = APIRouter()

@@ -6,6 +6,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Sequence
 
+from fastapi import Request
+
 from slmkit import __version__
 from slmkit.backends.base import EmbeddingSpan
 from slmkit.errors import ModelNotFoundError
@@ -39,10 +41,12 @@ class ServerContext:
     async def chat(self, served: ServedModel | RemoteModel, messages: list[Message], params: SamplingParams, *,
                    asked_max_tokens: int | None, max_tokens_param: str) -> AsyncIterator[RequestOutput]:
         """One answer's deltas, from a local model or forwarded to a provider. What cannot run
-        (too long, queue full, images for a text model) is refused here, before a response starts."""
+        (too long, queue full, images for a text model) is refused here, before a response starts.
+        The tools the model may call go into the prompt as /v1/chat/completions puts them."""
         if isinstance(served, RemoteModel):
             return await served.chat(messages, params)
-        prompt = await served.encode_chat(messages)  # images too, as /v1/chat/completions has them
+        tools = params.tools if params.structure.calls_tools else []
+        prompt = await served.encode_chat(messages, tools=tools)  # images too, as /v1/chat/completions has them
         served.check_fits(len(prompt.token_ids), asked_max_tokens, max_tokens_param=max_tokens_param)
         served.admit(prompt.token_ids, params, self.config.max_queue)
         return self.stream(served, prompt.token_ids, params, prompt.embeddings)
@@ -106,3 +110,8 @@ class ServerContext:
             cards.append({"id": self.embedding_model_name, "object": "model", "created": 0, "owned_by": "slmkit",
                           "capabilities": ["embedding"]})
         return cards
+
+
+def ctx_of(request: Request) -> ServerContext:
+    """The server's context, as a route reaches it."""
+    return request.app.state.ctx

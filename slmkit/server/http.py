@@ -82,6 +82,16 @@ def parse_model(model: type[M], data: Any) -> M:
         raise InvalidParameterError(loc or "body", f"{err['msg']} (got {_short(err.get('input'))})") from None
 
 
+def parse_nested(model: type[M], data: Any, where: str, sep: str = ".") -> M:
+    """`parse_model` for one part of a body (a tool, an input item): problems name `where` first."""
+    if not isinstance(data, dict):
+        raise InvalidParameterError(where, f"must be an object, got {_short(data)}")
+    try:
+        return parse_model(model, data)
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(where if exc.param == "body" else f"{where}{sep}{exc.param}", exc.detail) from None
+
+
 # pydantic names the union member it tried in an error's location ("stop.list[str]"): not a field.
 _UNION_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|function-.*|[A-Z]\w*)$")
 
@@ -142,6 +152,9 @@ def api_of(path: str) -> str:
 def error_response(path: str, exc: SlmkitError) -> JSONResponse:
     shapes = {"ollama": ollama_error, "azure": azure_error, "anthropic": anthropic_error}
     return shapes.get(api_of(path), openai_error)(exc)
+
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering of a stream
 
 
 def sse(data: Any, event: str | None = None) -> str:

@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, StrictStr
 
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, UnsupportedOperationError
-from slmkit.server.context import ServerContext
+from slmkit.server.context import ServerContext, ctx_of
 from slmkit.server.http import parse_model, read_json
 from slmkit.server.openapi import request_body
 from slmkit.server.ollama_protocol import ModelRequest, check_stream, require_model
@@ -27,10 +27,6 @@ from slmkit.store.modelfile import Modelfile, build, parse
 from slmkit.store.store import looks_like_path
 
 router = APIRouter()
-
-
-def ctx_of(request: Request) -> ServerContext:
-    return request.app.state.ctx
 
 
 class _Body(BaseModel):

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from slmkit import __version__
 from slmkit.backends.llamacpp import ModelInfo
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, OfflineError, SlmkitError
-from slmkit.server.context import ServerContext
+from slmkit.server.context import ServerContext, ctx_of
 from slmkit.server.openapi import request_body
 from slmkit.server.http import parse_model, read_json, unless_client_leaves
 from slmkit.server.models import ServedModel
@@ -61,10 +61,6 @@ log = logging.getLogger("slmkit.server")
 
 NDJSON = "application/x-ndjson"
 FOREVER_SECONDS = 100 * 365 * 86400  # what /api/ps shows as the expiry of a model kept loaded
-
-
-def ctx_of(request: Request) -> ServerContext:
-    return request.app.state.ctx
 
 
 def ndjson_line(data: dict) -> str:

@@ -13,24 +13,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from slmkit.errors import InvalidParameterError, ModelNotFoundError, SlmkitError
-from slmkit.server.context import ServerContext
+from slmkit.server.context import ServerContext, ctx_of
 from slmkit.server.generation import Completion, collect, new_id, seeds_for
 from slmkit.server.openapi import request_body
-from slmkit.server.http import parse_model, read_json, sse, unless_client_leaves
+from slmkit.server.http import SSE_HEADERS, parse_model, read_json, sse, unless_client_leaves
 from slmkit.server.models import ServedModel
 from slmkit.server.remote import RemoteModel
 from slmkit.server.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from slmkit.text.tool_calls import ToolCallDelta, ToolCallStream, merge_deltas, parse_tool_calls
+from slmkit.server.replies import ReplySplitter, split_whole
+from slmkit.text.tool_calls import ToolCallDelta, merge_deltas
 from slmkit.types import RequestOutput, TokenLogprob
 
 router = APIRouter()
 log = logging.getLogger("slmkit.server")
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def ctx_of(request: Request) -> ServerContext:
-    return request.app.state.ctx
 
 
 # -- models -------------------------------------------------------------------------------
@@ -86,11 +81,9 @@ async def _chat_response(ctx: ServerContext, served, req: ChatCompletionRequest,
     calls_tools = bool(req.tools) and req.tool_choice != "none"
     choices = []
     for i, c in enumerate(done):
-        message: dict = {"role": "assistant", "content": c.text, "refusal": None}
         finish = _finish(c.finish_reason)
-        calls = c.tool_calls
-        if calls_tools and not calls and finish in ("stop", "length"):
-            message["content"], calls = parse_tool_calls(c.text)
+        content, calls = split_whole(c, calls_tools)
+        message: dict = {"role": "assistant", "content": content, "refusal": None}
         if calls:
             message["content"] = message["content"] or None
             message["tool_calls"] = [call.to_dict() for call in calls]
@@ -126,17 +119,11 @@ async def _chat_sse(served: ServedModel, streams, rid: str, created: int, model:
     yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                   "finish_reason": None} for i in range(len(streams))])
     finals: dict[int, RequestOutput] = {}
-    # Local models stream calls as text, split here; remote ones send them parsed (tool_calls).
-    splitters = {i: ToolCallStream() for i in range(len(streams))} if calls_tools else {}
+    splitters = [ReplySplitter(calls_tools) for _ in streams]
     async for index, out in _merge(streams):
-        text, deltas = out.text, []
-        if index in splitters:
-            text, deltas = splitters[index].feed(out.text)
-            if out.finished:
-                text += splitters[index].finish()
-        deltas += [ToolCallDelta(k, c.id, c.name, c.arguments) for k, c in enumerate(out.tool_calls)]
+        text, deltas = splitters[index].feed(out)
         finish = _finish(out.finish_reason)
-        if finish == "stop" and (out.tool_calls or (index in splitters and splitters[index].calls)):
+        if finish == "stop" and splitters[index].called:
             finish = "tool_calls"
         if text or deltas or out.finished or (logprobs and out.logprobs):
             lp = {"content": _chat_logprobs(served, out.logprobs or [])} if logprobs else None

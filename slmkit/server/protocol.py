@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 
 from slmkit import limits
 from slmkit.errors import InvalidParameterError
+from slmkit.structure import checked_json_schema
 from slmkit.types import ContentPart, ImagePart, Message, SamplingParams, TextPart
 
 
@@ -120,12 +121,10 @@ class ResponseFormat(_Open):
             return {"response_format": "json_object"}
         if self.type != "json_schema":
             return {}
+        param = "response_format.json_schema.schema"
         if self.json_schema is None or self.json_schema.schema_ is None:
-            raise InvalidParameterError("response_format.json_schema.schema", "is required for type json_schema")
-        schema = dict(self.json_schema.schema_)
-        if not self.json_schema.strict:
-            schema["x-guidance"] = {"lenient": True, **schema.get("x-guidance", {})}
-        return {"json_schema": schema}
+            raise InvalidParameterError(param, "is required for type json_schema")
+        return {"json_schema": checked_json_schema(self.json_schema.schema_, param, strict=bool(self.json_schema.strict))}
 
 
 class NamedFunction(_Strict):

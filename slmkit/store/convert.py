@@ -12,7 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from slmkit.convert.registry import HFSource, get_converter
+from slmkit.convert.converter import HFSource
+from slmkit.convert.registry import get_converter
 from slmkit.errors import InvalidParameterError
 from slmkit.progress import progress_bar
 from slmkit.store.manifest import Manifest

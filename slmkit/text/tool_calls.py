@@ -23,8 +23,9 @@ _CALL = re.compile(re.escape(TOOL_CALL_OPEN) + r"\s*(\{.*?\})\s*" + re.escape(TO
 _HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*(?=\S)', re.S)
 
 
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
+def new_call_id(prefix: str = "call") -> str:
+    """A fresh call id; APIs differ in the prefix (OpenAI ``call_``, Anthropic ``toolu_``)."""
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
 def fold_tool_messages(messages: Sequence[Message], tools: Sequence[Tool]) -> list[Message]:
@@ -58,7 +59,7 @@ def format_call(call: ToolCall) -> str:
     return f'{TOOL_CALL_OPEN}\n{{"name": {json.dumps(call.name)}, "arguments": {arguments}}}\n{TOOL_CALL_CLOSE}'
 
 
-def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
+def parse_tool_calls(text: str, id_prefix: str = "call") -> tuple[str, list[ToolCall]]:
     """(the text outside calls, the calls) of a whole reply. Only complete calls whose JSON
     parses count; a call cut short (max_tokens) is dropped from the text as the stream drops it."""
     calls: list[ToolCall] = []
@@ -78,7 +79,7 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
         raw = match.group(1)[head.end():].rstrip()[:-1].rstrip() if head else None
         if raw is None or _loads(raw) != arguments:
             raw = json.dumps(arguments, ensure_ascii=False)
-        calls.append(ToolCall(new_call_id(), body["name"], raw))
+        calls.append(ToolCall(new_call_id(id_prefix), body["name"], raw))
         content.append(text[last:match.start()])
         last = match.end()
     tail = text[last:]
@@ -124,7 +125,8 @@ class ToolCallStream:
     """Splits streamed text into content and tool-call deltas. Holds back only what could still
     turn into ``<tool_call>`` (in content) or the call's closing ``}`` (in arguments)."""
 
-    def __init__(self) -> None:
+    def __init__(self, id_prefix: str = "call") -> None:
+        self._id_prefix = id_prefix
         self._buffer = ""
         self._in_call = False
         self._head_done = False
@@ -154,7 +156,7 @@ class ToolCallStream:
                 head = _HEAD.match(self._buffer)
                 if head is None:
                     break
-                call = ToolCall(new_call_id(), json.loads(f'"{head.group(1)}"'), "")
+                call = ToolCall(new_call_id(self._id_prefix), json.loads(f'"{head.group(1)}"'), "")
                 self.calls.append(call)
                 deltas.append(ToolCallDelta(len(self.calls) - 1, call.id, call.name))
                 self._buffer = self._buffer[head.end():]
