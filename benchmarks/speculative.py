@@ -32,7 +32,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import cpu_model, median, today, write_section  # noqa: E402
 from rich.console import Console  # noqa: E402
-from serve import FOREIGN_CPU_LIMIT, LLAMA_SERVER, SLM, ForeignCpu, ServerProcess, free_port, wait_until_quiet  # noqa: E402
+from serve import FOREIGN_CPU_LIMIT, LLAMA_SERVER, SLM, ForeignCpu, ServerProcess, free_port, quiet_section, wait_until_quiet  # noqa: E402
 
 from slmkit.store.bundled import locate_smollm2  # noqa: E402
 
@@ -116,10 +116,11 @@ def measure_quiet(server: ServerProcess, *args, retries: int = 3, foreign: list[
     """`measure`, after the machine settles, again while other processes took more than
     FOREIGN_CPU_LIMIT of the CPU during it (at most `retries` times); their share is recorded."""
     for attempt in range(retries + 1):
-        wait_until_quiet(CONSOLE, 120, server.proc.pid)
-        probe = ForeignCpu(server.proc.pid)
-        result = measure(server, *args)
-        share = probe.share()
+        with quiet_section():  # cooperating work (a test run holding the lock shared) waits
+            wait_until_quiet(CONSOLE, 120, server.proc.pid)
+            probe = ForeignCpu(server.proc.pid)
+            result = measure(server, *args)
+            share = probe.share()
         if share <= FOREIGN_CPU_LIMIT or attempt == retries:
             if foreign is not None:
                 foreign.append(share)
@@ -171,6 +172,8 @@ def main() -> None:
     parser.add_argument("--sides", default=None, help="comma-separated subset of the sides (default: all)")
     parser.add_argument("--no-contention", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--section", default="speculative",
+                        help="BENCHMARKS.md section to write (a run of other sides: e.g. speculative-draft)")
     args = parser.parse_args()
     model = args.model or locate_smollm2()
     if not LLAMA_SERVER.exists():
@@ -239,7 +242,8 @@ def main() -> None:
             + (["ours / llama-server's best"] if best_llama and spec else [])
             + [f"{s}: same text as off" for s in spec] + ["off's text across repeats"])
     lines = [
-        "## Speculative decoding over HTTP: `slm serve` vs llama-server (`benchmarks/speculative.py`)",
+        "## Speculative decoding over HTTP: `slm serve` vs llama-server (`benchmarks/speculative.py`"
+        + ("" if args.section == "speculative" else f", {', '.join(sides)}") + ")",
         "",
         f"{today()}, {cpu_model()}, {os.cpu_count()} cores, {model.name}, {THREADS} threads and {SLOTS} slots "
         f"on both servers, greedy chat completions (non-streaming), up to {args.max_tokens} tokens "
@@ -267,7 +271,7 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if not args.no_write:
-        write_section("speculative", section)
+        write_section(args.section, section)
 
 
 if __name__ == "__main__":
