@@ -40,6 +40,10 @@ from _quiet import FOREIGN_CPU_LIMIT, quiet_section, wait_until_quiet  # noqa: E
 from _report import cpu_model, today, write_section  # noqa: E402
 
 PROMPT_TOKENS = 256
+# MLX's Linux CPU backend runs matmuls on one thread of reference BLAS (~3.5 GFLOP/s here): a
+# 256-token prefill of the 3.8B model (7.6 GFLOP a token) would take ~9 minutes, twice. Its
+# Phi-sized rows prefill a shorter prompt, and the table says so.
+SLOW_PROMPT_TOKENS = 32
 CONSOLE = Console()
 # (label, convert format, precision, backend, torch dtype)
 ENGINES = [
@@ -47,12 +51,12 @@ ENGINES = [
     ("llama.cpp q8_0", "gguf", "int8", "llamacpp", None),
     ("ORT GenAI int4", "onnx", "int4", "ortgenai", None),
     ("ORT GenAI fp32", "onnx", "fp32", "ortgenai", None),
-    ("OpenVINO int4", "openvino", "int4", "openvino", None),
-    ("OpenVINO fp32", "openvino", "fp32", "openvino", None),
-    ("MLX int4", "mlx", "int4", "mlx", None),
-    ("MLX fp32", "mlx", "fp32", "mlx", None),
     ("torch fp32", None, None, "torch", "float32"),
     ("torch bf16", None, None, "torch", "bfloat16"),
+    ("OpenVINO int4", "openvino", "int4", "openvino", None),
+    ("MLX int4", "mlx", "int4", "mlx", None),
+    ("OpenVINO fp32", "openvino", "fp32", "openvino", None),
+    ("MLX fp32", "mlx", "fp32", "mlx", None),
 ]
 # Bytes of RAM per parameter each engine (and, for ONNX, its builder, which loads the whole HF
 # model in fp32) needs, with some headroom: the Phi-sized rows run only when that much is free.
@@ -113,9 +117,12 @@ def measure(path: str, backend: str, dtype: str | None, threads: int, tokens: in
     started = time.perf_counter()
     llm = LLM(path, backend=backend, dtype=dtype or "auto", threads=threads, max_sequences=1,
               context_length=PROMPT_TOKENS + tokens + 8)
+    prompt_tokens = PROMPT_TOKENS
+    if backend == "mlx" and llm.info.size_bytes > 1e9:  # the Phi-sized files, int4 included
+        prompt_tokens = SLOW_PROMPT_TOKENS
     load = time.perf_counter() - started
     words = "the quick brown fox jumps over a lazy dog while small models run on laptops " * 64
-    prompt = llm.tokenizer.encode(words, add_special=False)[:PROMPT_TOKENS]
+    prompt = llm.tokenizer.encode(words, add_special=False)[:prompt_tokens]
     first = SamplingParams(max_tokens=1, temperature=0, ignore_eos=True)
     llm.generate(prompt[:16], first)  # warm up kernels and allocations
     prefill = []
@@ -126,7 +133,8 @@ def measure(path: str, backend: str, dtype: str | None, threads: int, tokens: in
     out = llm.generate(prompt[:8], SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True))
     decode = (len(out.token_ids) - 1) / out.timings.decode_seconds
     peak = _peak_rss_mb()
-    return {"load_s": load, "prefill_tps": PROMPT_TOKENS / min(prefill), "decode_tps": decode, "rss_mb": peak,
+    return {"load_s": load, "prefill_tps": prompt_tokens / min(prefill), "prompt_tokens": prompt_tokens,
+            "decode_tps": decode, "rss_mb": peak,
             "model_rss_mb": peak - baseline, "first_ids": out.token_ids[:8]}
 
 
@@ -295,6 +303,11 @@ def recalled(model: str):
     return saved.get(model)
 
 
+def prompt_note(result: dict) -> str:
+    n = result.get("prompt_tokens", PROMPT_TOKENS)
+    return "" if n == PROMPT_TOKENS else f" ({n}-token prompt)"
+
+
 def table(name: str, rows, bandwidth: float) -> list[str]:
     """One model's rows; the last column compares each engine's first 8 greedy ids with the
     reference (torch fp32, else the first engine that ran): how far its precision moves the answer."""
@@ -312,7 +325,7 @@ def table(name: str, rows, bandwidth: float) -> list[str]:
         ids, ref = result["first_ids"], reference["first_ids"]
         agree = next((i for i, (a, b) in enumerate(zip(ids, ref)) if a != b), min(len(ids), len(ref)))
         lines.append(f"| {label} | {size / 1e6:.0f} MB | {result['decode_tps']:.1f} | {ceiling:.1f} | "
-                     f"{result['decode_tps'] / ceiling:.0%} | {result['prefill_tps']:.0f} | {result['load_s']:.2f} | "
+                     f"{result['decode_tps'] / ceiling:.0%} | {result['prefill_tps']:.{1 if result['prefill_tps'] < 10 else 0}f}{prompt_note(result)} | {result['load_s']:.2f} | "
                      f"{result['rss_mb']:.0f} MB ({result['model_rss_mb']:.0f} MB) | {agree}/{len(ref)} |")
     return lines
 
@@ -383,7 +396,9 @@ def report(args, bandwidth: float) -> None:
     sections: list[str] = []
     for key, title in MODELS:
         if recalled(key):
-            sections += ([""] if sections else []) + table(title, recalled(key), bandwidth)
+            order = {engine[0]: n for n, engine in enumerate(ENGINES)}
+            rows = sorted(recalled(key), key=lambda row: order.get(row[0], len(order)))
+            sections += ([""] if sections else []) + table(title, rows, bandwidth)
     write_report(args, bandwidth, sections, recalled("og-engine"), recalled("ov-pipeline"))
 
 
