@@ -61,9 +61,9 @@ ENGINES = [
 # Bytes of RAM per parameter each engine (and, for ONNX, its builder, which loads the whole HF
 # model in fp32) needs, with some headroom: the Phi-sized rows run only when that much is free.
 # The ORT builder loads the checkpoint (bf16 here) and builds the whole fp32 graph before quantizing
-# it to int4 (measured: 3.8B killed at its quantize step with ~14 GB free).
-# OpenVINO: optimum-intel traces the torch model in fp32 (4 B/param) and holds the IR beside it;
-# the same headroom as ORT's builder until a Phi-sized run measures it.
+# it to int4; OpenVINO's exporter traces the torch model. Measured at 3.8B on 24 GiB (2026-12-02):
+# every conversion finished in RAM (peak swap 0.1 GB); one ORT int4 attempt with ~10 GB held by
+# other work was killed at its quantize step, hence the headroom (swap counts, see available_memory).
 MEMORY_PER_PARAMETER = {"llama.cpp q4_k_m": 0.75, "llama.cpp q8_0": 1.2, "ORT GenAI int4": 6.0,
                         "ORT GenAI fp32": 8.5, "OpenVINO int4": 6.0, "OpenVINO fp32": 8.5,
                         "torch fp32": 4.4, "torch bf16": 2.3,
@@ -438,9 +438,9 @@ def write_report(args, bandwidth: float, tables: list[str], batching, ov_batchin
         "means the single-pass bandwidth, measured beside other work, understates what an engine's "
         "steady stream gets (and SmolLM2's 87–145 MB of quantized weights partly stay in the L3 cache). "
         "Memory: ORT GenAI's builder makes the fp32 graph before quantizing it to int4, so an int4 "
-        "export needs more RAM than the fp32 model (3.8B: killed at 'start to quantize'); llama.cpp "
-        "q4_k_m keeps a repacked copy of its weights beside the mapped file (≈2× the file in RSS); the "
-        "torch loader holds the safetensors state dict and the model at once (≈2× the weights at peak). "
+        "export needs more RAM than the fp32 model (the run prints each conversion's time and peak swap); "
+        "llama.cpp q4_k_m keeps a repacked copy of its weights beside the mapped file (≈2× the file in "
+        "RSS); the torch loader fills the model layer by layer (≈1× the weights). "
         "MLX rows run mlx-lm's models on MLX's Linux CPU backend (the mlx-cpu wheel), which takes no "
         "thread count and runs its matmuls on one thread in the reference BLAS it bundles, whatever "
         "--threads says; on macOS the same rows would run on Metal.",
