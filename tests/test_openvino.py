@@ -62,6 +62,26 @@ def test_fp32_conversion_gives_the_torch_engines_greedy_ids(store, checkpoints, 
             assert ov.generate(ids, GREEDY).token_ids == reference.generate(ids, GREEDY).token_ids, prompt
 
 
+def test_fp32_from_a_bf16_checkpoint_has_fp32_weights(store, checkpoints, tmp_path):
+    """A bf16 checkpoint (as Phi ships) exported at fp32 keeps no bf16 constant in the IR."""
+    import torch
+    import transformers
+
+    bf16 = tmp_path / "phi3-bf16"
+    shutil.copytree(checkpoints["phi3"], bf16)
+    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoints["phi3"], dtype=torch.bfloat16)
+    model.save_pretrained(bf16)
+    config = json.loads((bf16 / "config.json").read_text())
+    config.pop("dtype", None), config.pop("torch_dtype", None)  # as the Phi-sized benchmark folder: no dtype key
+    (bf16 / "config.json").write_text(json.dumps(config))
+    from slmkit.store.convert import convert_into_store
+
+    convert_into_store(store, str(bf16), "openvino", "fp32", name="phi3-bf16-openvino-fp32")
+    xml = (store.resolve("phi3-bf16-openvino-fp32").path / "openvino_model.xml").read_text()
+    assert 'element_type="bf16"' not in xml and 'element_type="f16"' not in xml
+    assert 'element_type="f32"' in xml
+
+
 def test_our_runner_gives_openvino_genais_own_greedy_ids(store, checkpoints):
     """The same IR through OpenVINO GenAI's LLMPipeline (its tokenizer IR, its sampler): our runner,
     tokenizer and sampler choose the same tokens."""
