@@ -65,7 +65,7 @@ ENGINES = [
 # every conversion finished in RAM (peak swap 0.1 GB); one ORT int4 attempt with ~10 GB held by
 # other work was killed at its quantize step, hence the headroom (swap counts, see available_memory).
 MEMORY_PER_PARAMETER = {"llama.cpp q4_k_m": 0.75, "llama.cpp q8_0": 1.2, "ORT GenAI int4": 6.0,
-                        "ORT GenAI fp32": 8.5, "OpenVINO int4": 6.0, "OpenVINO fp32": 8.5,
+                        "ORT GenAI fp32": 6.0, "OpenVINO int4": 6.0, "OpenVINO fp32": 6.0,
                         "torch fp32": 4.4, "torch bf16": 2.3,
                         # mlx-lm's converter casts the whole model to fp32 before quantizing or saving it.
                         "MLX int4": 4.8, "MLX fp32": 4.8}
@@ -264,9 +264,9 @@ def bench_model(store, key: str, name: str, folder: Path, args, bandwidth: float
         if memory_guard:
             need = MEMORY_PER_PARAMETER[label] * PHI35_PARAMETERS
             if available_memory() < need:
-                remember(key, [(label, None, None, f"skipped: needs ~{need / 1e9:.0f} GB, "
-                                                   f"{available_memory() / 1e9:.0f} GB free (RAM + swap)")])
-                print(recalled(key)[-1], flush=True)
+                skipped = f"skipped: needs ~{need / 1e9:.0f} GB, {available_memory() / 1e9:.0f} GB free (RAM + swap)"
+                remember(key, [(label, None, None, skipped)])
+                print(label, skipped, flush=True)
                 continue
         try:
             path = convert_all(store, name, folder, [engine])[label]
