@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from engine_helpers import submit_together
 from fakes import ByteTokenizer, FakeRunner
 
 from slmkit.backends.draft import check_same_tokenizer
@@ -52,21 +53,7 @@ def run(prompts, params, *, drafter=near, abort_at=None, draft_fail_on=None, kv_
                                                     max_batch_tokens=batch, kv_cells=8 * 256,
                                                     fail_on_call=draft_fail_on)
     engine = Engine(runner, ByteTokenizer(), draft_runner=draft, **engine_options)
-    outs = {i: [] for i in range(len(prompts))}
-
-    def sink(i):
-        def emit(out):
-            outs[i].append(out)
-            if abort_at is not None and i == 0 and sum(len(o.token_ids) for o in outs[0]) == abort_at:
-                engine.abort("r0")
-        return emit
-
-    for i, prompt in enumerate(prompts):
-        engine.add_request(Request(list(prompt), params, f"r{i}"), sink(i))
-    engine.run_until_done()
-    tokens = [[t for o in outs[i] for t in o.token_ids] for i in outs]
-    texts = ["".join(o.text for o in outs[i]) for i in outs]
-    reasons = [outs[i][-1].finish_reason for i in outs]
+    tokens, texts, reasons = submit_together(engine, prompts, params, abort_at=abort_at)
     return tokens, texts, reasons, runner, draft, engine
 
 

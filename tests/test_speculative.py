@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from engine_helpers import submit_together
 from fakes import ByteTokenizer, FakeRunner
 
 from slmkit.engine.engine import Engine, Request
@@ -37,21 +38,7 @@ def run(model, prompts, params, *, abort_at=None, **engine_options):
     """(tokens, texts, finish reasons, runner, engine) of the prompts submitted together."""
     runner = FakeRunner(model, vocab_size=VOCAB, max_sequences=8, context_length=256, max_batch_tokens=64)
     engine = Engine(runner, ByteTokenizer(), **engine_options)
-    outs = {i: [] for i in range(len(prompts))}
-
-    def sink(i):
-        def emit(out):
-            outs[i].append(out)
-            if abort_at is not None and i == 0 and sum(len(o.token_ids) for o in outs[0]) == abort_at:
-                engine.abort("r0")
-        return emit
-
-    for i, prompt in enumerate(prompts):
-        engine.add_request(Request(list(prompt), params, f"r{i}"), sink(i))
-    engine.run_until_done()
-    tokens = [[t for o in outs[i] for t in o.token_ids] for i in outs]
-    texts = ["".join(o.text for o in outs[i]) for i in outs]
-    reasons = [outs[i][-1].finish_reason for i in outs]
+    tokens, texts, reasons = submit_together(engine, prompts, params, abort_at=abort_at)
     return tokens, texts, reasons, runner, engine
 
 
