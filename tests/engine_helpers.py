@@ -39,3 +39,15 @@ def submit_together(engine, prompts, params, *, abort_at=None):
     reasons = [outs[i][-1].finish_reason for i in outs]
     return tokens, texts, reasons
 
+
+def assert_same_distribution(a, b) -> None:
+    """Chi-square homogeneity test, row by row, of two ``[positions, 3]`` tallies of sampled
+    tokens (2 degrees of freedom: 13.82 is the 0.999 quantile, from the tables)."""
+    critical = 13.82
+    for pos in range(len(a)):
+        x, y = a[pos], b[pos]
+        total = x + y
+        expected_x, expected_y = total * x.sum() / total.sum(), total * y.sum() / total.sum()
+        stat = float(((x - expected_x) ** 2 / expected_x + (y - expected_y) ** 2 / expected_y).sum())
+        assert stat < critical, (pos, x, y, stat)
+

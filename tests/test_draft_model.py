@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from engine_helpers import submit_together
+from engine_helpers import assert_same_distribution, submit_together
 from fakes import ByteTokenizer, FakeRunner
 
 from slmkit.backends.draft import check_same_tokenizer
@@ -202,13 +202,7 @@ def test_sampled_requests_follow_the_target_distribution():
             for pos in (1, 2):
                 tally[pos - 1, tokens[pos] - 97] += 1
         counts[drafter is not None] = tally
-    critical = 13.82  # chi-square, 2 degrees of freedom, 0.999 quantile
-    for pos in range(2):
-        a, b = counts[False][pos], counts[True][pos]
-        total = a + b
-        expected_a, expected_b = total * a.sum() / total.sum(), total * b.sum() / total.sum()
-        stat = float(((a - expected_a) ** 2 / expected_a + (b - expected_b) ** 2 / expected_b).sum())
-        assert stat < critical, (pos, a, b, stat)
+    assert_same_distribution(counts[False], counts[True])
 
 
 def test_modes_per_request_and_the_errors_without_a_draft_model():

@@ -6,14 +6,13 @@ OpenAI route builds from the same conversation, so the greedy answers match /v1/
 from __future__ import annotations
 
 import json
-from typing import Literal
 
 import anthropic
 import httpx
 import jsonschema
 import openai
-import pydantic
 import pytest
+from output_schemas import VERDICT, Country
 
 pytestmark = pytest.mark.slow
 
@@ -164,17 +163,8 @@ def test_a_call_cut_by_max_tokens_stops_with_max_tokens(client):
     assert [e.content_block.type for e in events if e.type == "content_block_start"] == ["tool_use"]
 
 
-class Country(pydantic.BaseModel):
-    """Bounded fields: the weak model cannot loop inside them (an unbounded integer it can)."""
-
-    country: str = pydantic.Field(max_length=20)
-    continent: Literal["Africa", "America", "Asia", "Europe", "Oceania"]
-
-
 def test_output_config_format_constrains_the_reply_to_the_schema(client):
-    schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]},
-                                               "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
-              "required": ["answer", "confidence"], "additionalProperties": False}
+    schema = VERDICT
     message = client.messages.create(model="smollm2", max_tokens=40, extra_body={"temperature": 0.8},
                                      messages=[{"role": "user", "content": "Is the sky blue?"}],
                                      output_config={"format": {"type": "json_schema", "schema": schema}})

@@ -7,13 +7,12 @@ same conversation, so greedy answers match."""
 from __future__ import annotations
 
 import json
-from typing import Literal
 
 import httpx
 import jsonschema
 import openai
-import pydantic
 import pytest
+from output_schemas import VERDICT, Country
 
 pytestmark = pytest.mark.slow
 
@@ -146,17 +145,8 @@ def test_a_call_cut_by_max_output_tokens_is_incomplete(client):
     assert final.output_text == ""
 
 
-class Country(pydantic.BaseModel):
-    """Bounded fields: the weak model cannot loop inside them (an unbounded integer it can)."""
-
-    country: str = pydantic.Field(max_length=20)
-    continent: Literal["Africa", "America", "Asia", "Europe", "Oceania"]
-
-
 def test_text_format_json_schema_and_json_object(client):
-    schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]},
-                                               "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
-              "required": ["answer", "confidence"], "additionalProperties": False}
+    schema = VERDICT
     fmt = {"type": "json_schema", "name": "verdict", "schema": schema, "strict": True}
     response = client.responses.create(model="smollm2", input="Is the sky blue?", temperature=0.8,
                                        max_output_tokens=40, text={"format": fmt})
