@@ -56,19 +56,15 @@ def both_rope_key_styles(config: dict) -> dict:
     return config
 
 
-_SAFETENSORS_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
+_SAFETENSORS_DTYPES = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}
 
 
 def stored_dtype(folder: Path) -> str | None:
-    """The float dtype a checkpoint's safetensors store its weights in (read from the first
-    file's header), as a config's ``dtype`` names it; None if it is not one of those."""
-    from slmkit.models.safetensors import weight_files
+    """The float dtype a checkpoint's safetensors store its weights in (from the first file's
+    header), as a config's ``dtype`` names it; None if it is not one of those."""
+    from slmkit.models.safetensors import tensor_sizes, weight_files
 
-    for path in weight_files(folder):
-        with path.open("rb") as f:
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-        kinds = {t["dtype"] for name, t in header.items() if name != "__metadata__"}
-        floats = [_SAFETENSORS_DTYPES[k] for k in sorted(kinds) if k in _SAFETENSORS_DTYPES]
-        return floats[0] if len(floats) == 1 else None
-    return None
-
+    files = weight_files(folder)[:1]
+    kinds = {dtype for _, dtype in tensor_sizes(files).values()}
+    floats = [_SAFETENSORS_DTYPES[k] for k in sorted(kinds) if k in _SAFETENSORS_DTYPES]
+    return floats[0] if len(floats) == 1 else None
