@@ -92,6 +92,14 @@ def phi35_folder() -> Path:
     return folder
 
 
+def meminfo(key: str) -> int:
+    """One /proc/meminfo figure, in bytes."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 class SwapWatch:
     """Samples the machine's swap in use once a second: how far a converter's peak went past RAM."""
 
@@ -100,8 +108,7 @@ class SwapWatch:
 
     @staticmethod
     def used() -> int:
-        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-        return (int(info["SwapTotal"].split()[0]) - int(info["SwapFree"].split()[0])) * 1024
+        return meminfo("SwapTotal") - meminfo("SwapFree")
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rich.console import Console  # noqa: E402
-from _engine_models import PHI35_PARAMETERS, WORK, convert_all, phi35_folder, smollm2_folder  # noqa: E402
+from _engine_models import PHI35_PARAMETERS, WORK, convert_all, meminfo, phi35_folder, smollm2_folder  # noqa: E402
 from _quiet import FOREIGN_CPU_LIMIT, quiet_section, wait_until_quiet  # noqa: E402
 from _report import cpu_model, today, write_section  # noqa: E402
 
@@ -237,13 +237,6 @@ def run_child(*args: str, timeout: int = 1800) -> dict | str:
         last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         return f"failed: {last[:160]}" if done.returncode > 0 else f"killed by signal {-done.returncode} (out of memory?)"
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def meminfo(key: str) -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def available_memory() -> int:
